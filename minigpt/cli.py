@@ -1,0 +1,45 @@
+"""The `minigpt` command: one subcommand per pipeline stage.
+
+Each stage's module owns its subcommand by defining two functions:
+    add_arguments(parser)   fill in an argparse sub-parser
+    run(args) -> int        do the work, return an exit code
+and is listed in SUBCOMMANDS below, in pipeline order. Modules are imported only when their
+subcommand runs, so `minigpt train` never pays for the data pipeline's imports.
+"""
+import argparse
+import importlib
+import importlib.util
+import sys
+
+# name -> (module, one-line help), in pipeline order
+SUBCOMMANDS = {
+    "data": ("minigpt.data.cli", "web pages (WARC/JSONL/Parquet) -> filtered, deduplicated documents and shards"),
+    "prepare": ("minigpt.prepare", "text files / JSONL -> trained tokenizer + llm.c token shards"),
+    "train": ("minigpt.train", "pretrain a GPT-2 on token shards (no arguments: a built-in corpus)"),
+    "sample": ("minigpt.sample", "generate text from a checkpoint, streaming"),
+}
+
+
+def _available(module):
+    return importlib.util.find_spec(module) is not None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="minigpt", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_) in SUBCOMMANDS.items():
+        try:
+            found = _available(module)
+        except ModuleNotFoundError:  # the parent package is not there yet
+            found = False
+        if found:
+            sub.add_parser(name, help=help_, add_help=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        parser.print_help() if not argv else parser.parse_args(argv)
+        return 0 if not argv else 2
+    module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
+    p = argparse.ArgumentParser(prog=f"minigpt {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
+    module.add_arguments(p)
+    args = p.parse_args(argv[1:])
+    return module.run(args)
