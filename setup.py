@@ -5,10 +5,13 @@ Every file csrc/build_*.py is a cffi builder (an `ffibuilder` object) for one co
 changes. `pip install -e .` compiles them in place.
 """
 import glob
+import os
 
 from setuptools import find_packages, setup
 
 cffi_modules = [path + ":ffibuilder" for path in sorted(glob.glob("csrc/build_*.py"))]
+if os.environ.get("MINIGPT_CUDA") == "1":  # the optional CUDA backend needs nvcc: built only when asked
+    cffi_modules.append("csrc/cuda/build_cuda.py:ffibuilder")
 
 setup(
     name="minigpt",

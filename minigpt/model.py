@@ -1,0 +1,282 @@
+"""GPT-2, forward and backward written out by hand (no autograd), as llm.c's train_gpt2.c.
+
+All parameters live in one flat buffer, and so do their gradients; `model.params["qkvw"]` is a NumPy
+view into it, in llm.c's names and order. Activations are named buffers too (`model.acts["att"]` is
+every layer's attention pattern, (L, B, NH, T, T)), allocated for a (B, T) on first use.
+
+The ops come from a backend: "numpy" (minigpt/ops.py, the specification) or the compiled ones.
+Every backend exposes the same functions with the same arguments, so this one file drives them all.
+"""
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import backend as backends
+from .fileio import read_checkpoint, write_checkpoint
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024   # maxT: the longest sequence
+    vocab_size: int = 50257  # V
+    n_layer: int = 12        # L
+    n_head: int = 12         # NH
+    n_embd: int = 768        # C
+    padded_vocab_size: int = None  # Vp: V rounded up to a multiple of 128 (fast matmuls), by default
+
+    def __post_init__(self):
+        if self.padded_vocab_size is None:
+            self.padded_vocab_size = (self.vocab_size + 127) // 128 * 128
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+
+PARAM_NAMES = ("wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
+               "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb")
+
+# the weight matrices: AdamW's weight decay applies to these and not to biases or LayerNorm gains
+MATRIX_NAMES = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw")
+
+
+def param_shapes(cfg):
+    maxT, L, C, Vp = cfg.block_size, cfg.n_layer, cfg.n_embd, cfg.padded_vocab_size
+    return {
+        "wte": (Vp, C), "wpe": (maxT, C),
+        "ln1w": (L, C), "ln1b": (L, C),
+        "qkvw": (L, 3 * C, C), "qkvb": (L, 3 * C),
+        "attprojw": (L, C, C), "attprojb": (L, C),
+        "ln2w": (L, C), "ln2b": (L, C),
+        "fcw": (L, 4 * C, C), "fcb": (L, 4 * C),
+        "fcprojw": (L, C, 4 * C), "fcprojb": (L, C),
+        "lnfw": (C,), "lnfb": (C,),
+    }
+
+
+def act_shapes(cfg, B, T):
+    L, C, NH, Vp = cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.padded_vocab_size
+    return {
+        "encoded": (B, T, C),
+        "ln1": (L, B, T, C), "ln1_mean": (L, B, T), "ln1_rstd": (L, B, T),
+        "qkv": (L, B, T, 3 * C),
+        "atty": (L, B, T, C),
+        "preatt": (L, B, NH, T, T), "att": (L, B, NH, T, T),
+        "attproj": (L, B, T, C),
+        "residual2": (L, B, T, C),
+        "ln2": (L, B, T, C), "ln2_mean": (L, B, T), "ln2_rstd": (L, B, T),
+        "fch": (L, B, T, 4 * C), "fch_gelu": (L, B, T, 4 * C),
+        "fcproj": (L, B, T, C),
+        "residual3": (L, B, T, C),
+        "lnf": (B, T, C), "lnf_mean": (B, T), "lnf_rstd": (B, T),
+        "logits": (B, T, Vp), "probs": (B, T, Vp), "losses": (B, T),
+    }
+
+
+def num_parameters(cfg):
+    return sum(math.prod(s) for s in param_shapes(cfg).values())
+
+
+def carve(memory, shapes):
+    """Views of consecutive pieces of one flat buffer, one per named shape."""
+    views, offset = {}, 0
+    for name, shape in shapes.items():
+        n = math.prod(shape)
+        views[name] = memory[offset:offset + n].reshape(shape)
+        offset += n
+    return views
+
+
+class GPT:
+    def __init__(self, config, backend=None, seed=0, dtype=np.float32, threads=None):
+        self.config = config
+        self.dtype = np.dtype(dtype)
+        self.backend = backends.get(backend, dtype=self.dtype, threads=threads)
+        self.k = self.backend.ops  # the kernels: encoder_forward, layernorm_forward, ...
+        n = num_parameters(config)
+        self.params_memory = np.zeros(n, dtype=self.dtype)
+        self.params = carve(self.params_memory, param_shapes(config))
+        self.grads_memory = np.zeros(n, dtype=self.dtype)
+        self.grads = carve(self.grads_memory, param_shapes(config))
+        self.m_memory = self.v_memory = None  # AdamW moments, allocated on the first update
+        self.acts = self.grad_acts = None     # allocated per (B, T) on first use
+        self.B = self.T = 0
+        self.inputs = self.targets = None
+        self.loss = None
+        if seed is not None:
+            self.init_weights(seed)
+
+    @property
+    def num_parameters(self):
+        return self.params_memory.size
+
+    def init_weights(self, seed):
+        """GPT-2's init: N(0, 0.02), residual projections scaled by 1/sqrt(2L), LN (1, 0), biases 0."""
+        rng = np.random.default_rng(seed)
+        cfg, p = self.config, self.params
+        self.params_memory[:] = 0
+        for name in MATRIX_NAMES:
+            std = 0.02
+            if name in ("attprojw", "fcprojw"):  # these add into the residual stream, once per layer each
+                std /= math.sqrt(2 * cfg.n_layer)
+            p[name][...] = rng.normal(0.0, std, size=p[name].shape)
+        p["wte"][cfg.vocab_size:] = 0  # padded rows: never a token, never any probability
+        for name in ("ln1w", "ln2w", "lnfw"):
+            p[name][...] = 1.0
+
+    # ----------------------------------------------------------------------------------------------
+    # forward
+
+    def _alloc(self, B, T):
+        if (B, T) == (self.B, self.T):
+            return
+        shapes = act_shapes(self.config, B, T)
+        size = sum(math.prod(s) for s in shapes.values())
+        self.acts = carve(np.zeros(size, dtype=self.dtype), shapes)
+        self.grad_acts = None  # re-allocated by the next backward
+        self.B, self.T = B, T
+
+    def _check_inputs(self, idx, targets):
+        cfg = self.config
+        idx = np.asarray(idx)
+        if idx.ndim != 2:
+            raise ValueError(f"idx must be a (B, T) array of token ids, found shape {idx.shape}")
+        B, T = idx.shape
+        if not 1 <= T <= cfg.block_size:
+            raise ValueError(f"sequence length T={T} must be in [1, block_size={cfg.block_size}]")
+        if idx.size and (idx.min() < 0 or idx.max() >= cfg.vocab_size):
+            raise ValueError(f"token ids must be in [0, vocab_size={cfg.vocab_size}), "
+                             f"found range [{idx.min()}, {idx.max()}]")
+        if targets is not None:
+            targets = np.asarray(targets)
+            if targets.shape != idx.shape:
+                raise ValueError(f"targets shape {targets.shape} must equal idx shape {idx.shape}")
+            if targets.size and (targets.min() < -1 or targets.max() >= cfg.vocab_size):
+                raise ValueError(f"targets must be in [-1, vocab_size={cfg.vocab_size}) (-1: ignored), "
+                                 f"found range [{targets.min()}, {targets.max()}]")
+            targets = targets.astype(np.int64)
+        return idx.astype(np.int64), targets
+
+    def forward(self, idx, targets=None, weights=None):
+        """Run the model on idx (B, T). With targets (B, T; -1 = ignored) returns the mean loss over
+        the targets that count, each token's loss times its weight (default 1). self.logits keeps
+        this pass's logits (B, T, Vp)."""
+        k, cfg, p = self.k, self.config, self.params
+        idx, targets = self._check_inputs(idx, targets)
+        B, T = idx.shape
+        L, C, NH, V, Vp = cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.padded_vocab_size
+        self._alloc(B, T)
+        a = self.acts
+        self.inputs, self.targets = idx, targets
+
+        k.encoder_forward(a["encoded"], idx, p["wte"], p["wpe"], B, T, C)  # (B, T, C)
+        for l in range(L):
+            residual = a["encoded"] if l == 0 else a["residual3"][l - 1]  # (B, T, C)
+            k.layernorm_forward(a["ln1"][l], a["ln1_mean"][l], a["ln1_rstd"][l], residual,
+                                p["ln1w"][l], p["ln1b"][l], B, T, C)
+            k.matmul_forward(a["qkv"][l], a["ln1"][l], p["qkvw"][l], p["qkvb"][l], B, T, C, 3 * C)
+            k.attention_forward(a["atty"][l], a["preatt"][l], a["att"][l], a["qkv"][l], B, T, C, NH)
+            k.matmul_forward(a["attproj"][l], a["atty"][l], p["attprojw"][l], p["attprojb"][l], B, T, C, C)
+            k.residual_forward(a["residual2"][l], residual, a["attproj"][l], B * T * C)
+            k.layernorm_forward(a["ln2"][l], a["ln2_mean"][l], a["ln2_rstd"][l], a["residual2"][l],
+                                p["ln2w"][l], p["ln2b"][l], B, T, C)
+            k.matmul_forward(a["fch"][l], a["ln2"][l], p["fcw"][l], p["fcb"][l], B, T, C, 4 * C)
+            k.gelu_forward(a["fch_gelu"][l], a["fch"][l], B * T * 4 * C)
+            k.matmul_forward(a["fcproj"][l], a["fch_gelu"][l], p["fcprojw"][l], p["fcprojb"][l],
+                             B, T, 4 * C, C)
+            k.residual_forward(a["residual3"][l], a["residual2"][l], a["fcproj"][l], B * T * C)
+        k.layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], a["residual3"][L - 1],
+                            p["lnfw"], p["lnfb"], B, T, C)
+        k.matmul_forward(a["logits"], a["lnf"], p["wte"], None, B, T, C, Vp)  # tied: wte is the LM head
+
+        if targets is None:
+            self.loss = None
+            return None
+        k.softmax_crossentropy_forward(a["losses"], a["probs"], a["logits"], targets, B, T, V, Vp)
+        # mean over the targets that count; weights scale each token's share (and so its gradient)
+        n_valid = int((targets >= 0).sum())
+        w = np.ones((B, T), dtype=self.dtype) if weights is None else np.asarray(weights, self.dtype)
+        if w.shape != (B, T):
+            raise ValueError(f"weights shape {w.shape} must equal idx shape {(B, T)}")
+        self.dlosses = np.where(targets >= 0, w, 0).astype(self.dtype) / max(n_valid, 1)  # (B, T)
+        self.loss = float((a["losses"].astype(np.float64) * self.dlosses).sum())
+        return self.loss
+
+    @property
+    def logits(self):
+        return None if self.acts is None else self.acts["logits"]
+
+    # ----------------------------------------------------------------------------------------------
+    # backward
+
+    def zero_grad(self):
+        self.grads_memory[:] = 0
+
+    def backward(self):
+        """Accumulate d(loss)/d(params) into self.grads (call zero_grad() first to start afresh)."""
+        if self.loss is None:
+            raise RuntimeError("backward() needs a forward(idx, targets) with targets first")
+        k, cfg, p, g, a = self.k, self.config, self.params, self.grads, self.acts
+        B, T = self.B, self.T
+        L, C, NH, V, Vp = cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.padded_vocab_size
+        if self.grad_acts is None:
+            shapes = act_shapes(cfg, B, T)
+            size = sum(math.prod(s) for s in shapes.values())
+            self.grad_acts = carve(np.zeros(size, dtype=self.dtype), shapes)
+        d = self.grad_acts
+        for buf in d.values():  # the backward kernels accumulate, so activation grads start at 0
+            buf[...] = 0
+
+        k.softmax_crossentropy_backward(d["logits"], self.dlosses, a["probs"], self.targets, B, T, V, Vp)
+        k.matmul_backward(d["lnf"], g["wte"], None, d["logits"], a["lnf"], p["wte"], B, T, C, Vp)
+        k.layernorm_backward(d["residual3"][L - 1], g["lnfw"], g["lnfb"], d["lnf"], a["residual3"][L - 1],
+                             p["lnfw"], a["lnf_mean"], a["lnf_rstd"], B, T, C)
+        for l in reversed(range(L)):
+            residual = a["encoded"] if l == 0 else a["residual3"][l - 1]   # (B, T, C)
+            dresidual = d["encoded"] if l == 0 else d["residual3"][l - 1]  # (B, T, C)
+            k.residual_backward(d["residual2"][l], d["fcproj"][l], d["residual3"][l], B * T * C)
+            k.matmul_backward(d["fch_gelu"][l], g["fcprojw"][l], g["fcprojb"][l], d["fcproj"][l],
+                              a["fch_gelu"][l], p["fcprojw"][l], B, T, 4 * C, C)
+            k.gelu_backward(d["fch"][l], a["fch"][l], d["fch_gelu"][l], B * T * 4 * C)
+            k.matmul_backward(d["ln2"][l], g["fcw"][l], g["fcb"][l], d["fch"][l], a["ln2"][l], p["fcw"][l],
+                              B, T, C, 4 * C)
+            k.layernorm_backward(d["residual2"][l], g["ln2w"][l], g["ln2b"][l], d["ln2"][l], a["residual2"][l],
+                                 p["ln2w"][l], a["ln2_mean"][l], a["ln2_rstd"][l], B, T, C)
+            k.residual_backward(dresidual, d["attproj"][l], d["residual2"][l], B * T * C)
+            k.matmul_backward(d["atty"][l], g["attprojw"][l], g["attprojb"][l], d["attproj"][l],
+                              a["atty"][l], p["attprojw"][l], B, T, C, C)
+            k.attention_backward(d["qkv"][l], d["preatt"][l], d["att"][l], d["atty"][l], a["qkv"][l],
+                                 a["att"][l], B, T, C, NH)
+            k.matmul_backward(d["ln1"][l], g["qkvw"][l], g["qkvb"][l], d["qkv"][l], a["ln1"][l], p["qkvw"][l],
+                              B, T, C, 3 * C)
+            k.layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], d["ln1"][l], residual,
+                                 p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l], B, T, C)
+        k.encoder_backward(g["wte"], g["wpe"], d["encoded"], self.inputs, B, T, C)
+
+    # ----------------------------------------------------------------------------------------------
+    # optimizer
+
+    def update(self, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, t=1):
+        """One AdamW step over every tensor; weight decay applies to the weight matrices only."""
+        if self.m_memory is None:
+            self.m_memory = np.zeros_like(self.params_memory)
+            self.v_memory = np.zeros_like(self.params_memory)
+        shapes = param_shapes(self.config)
+        m, v = carve(self.m_memory, shapes), carve(self.v_memory, shapes)
+        for name in PARAM_NAMES:
+            wd = weight_decay if name in MATRIX_NAMES else 0.0
+            x = self.params[name].reshape(-1)
+            self.k.adamw_update(x, self.grads[name].reshape(-1), m[name].reshape(-1), v[name].reshape(-1),
+                                x.size, lr, beta1, beta2, eps, wd, t)
+
+    # ----------------------------------------------------------------------------------------------
+    # files
+
+    def save(self, path):
+        write_checkpoint(path, self.config, self.params_memory)
+
+    @classmethod
+    def load(cls, path, backend=None, dtype=np.float32, threads=None):
+        config, params = read_checkpoint(path)
+        model = cls(config, backend=backend, seed=None, dtype=dtype, threads=threads)
+        model.params_memory[:] = params
+        return model
