@@ -121,3 +121,12 @@ def test_lone_surrogates_replaced_like_tiktoken(gpt2):
     ours, enc = gpt2
     s = "a\ud800b \udfff"
     assert ours.encode_ordinary(s) == enc.encode_ordinary(s)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([" ", "\n", "a", "ab", "😀", "1", "!", " \n"]), st.integers(60, 700), st.sampled_from(["", "x", " y"]))
+def test_long_chunks_equal_tiktoken(gpt2, unit, n, tail):
+    # chunks over 64 bytes take the O(n log n) heap merge in C instead of the quadratic one
+    ours, enc = gpt2
+    s = unit * n + tail
+    assert ours.encode_ordinary(s) == enc.encode_ordinary(s)
