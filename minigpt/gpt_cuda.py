@@ -19,6 +19,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from . import ops_cuda
 from .model import GPT, MATRIX_NAMES, PARAM_NAMES, act_shapes, param_shapes
 from .ops_cuda import DeviceArray, carve
 
@@ -65,6 +66,9 @@ class CudaGPT(GPT):
     grads = _mirror("_grads", "grads")
 
     def __init__(self, config, backend="cuda", seed=0, dtype=np.float32, threads=None):
+        reason = ops_cuda.unavailable_reason()
+        if reason:
+            raise RuntimeError(f"backend 'cuda' is not available: {reason}")
         self._current = {"params": "host", "grads": "host"}  # which copy, host or device, is current
         self._dacts = self._dgrad = None
         super().__init__(config, backend="cuda", seed=None, dtype=dtype)  # host copies, self.k = ops_cuda

@@ -93,10 +93,11 @@ class _Allocation:
             raise MemoryError(f"cudaMalloc of {nbytes / 2**20:.1f} MiB failed: "
                               f"{ffi.string(lib.mg_error_string(rc)).decode()}")
         self.ptr = int(ffi.cast("uintptr_t", box[0]))
+        self.lib, self.ffi = lib, ffi  # freed by the library that allocated it
 
     def __del__(self):
-        if lib is not None and self.ptr:
-            lib.mg_free(ffi.cast("void *", self.ptr))
+        if getattr(self, "ptr", 0):
+            self.lib.mg_free(self.ffi.cast("void *", self.ptr))
             self.ptr = 0
 
 
