@@ -108,6 +108,7 @@ def gopher_repetition(text, dup_line_frac=0.3, dup_para_frac=0.3, dup_line_char_
                       dup_ngrams=((5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10))):
     if not text:
         return "empty"
+    # (a threshold of 1.0 switches a rule off: no fraction exceeds it)
     paragraphs = PARAGRAPH_SPLIT.split(text.strip())
     dups, chars = find_duplicates(paragraphs)
     if dups / len(paragraphs) > dup_para_frac:

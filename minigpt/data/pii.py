@@ -1,7 +1,8 @@
 """PII: e-mail addresses and public IPv4 addresses become placeholders (datatrove's PIIFormatter).
 
 Private, loopback and reserved IPs (10.x, 192.168.x, 127.x, ...) are not personal and stay, as do
-strings that only look like an IP (999.1.1.1 is not matched: each part is 0..255).
+strings that only look like an IP (999.1.1.1 is not matched: each part is 0..255, and unlike
+datatrove we do not replace the 99.1.1.1 inside it).
 """
 import ipaddress
 import re
@@ -10,7 +11,7 @@ EMAIL_RE = re.compile(
     r"\b[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@(?:(?:[A-Za-z0-9](?:["
     r"A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?|\[(?:(?:25[0-5]|2[0-4][0-9]|["
     r"01]?[0-9][0-9]?)\.){3}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?|[A-Za-z0-9-]*[A-Za-z0-9]:)])")
-IPV4_RE = re.compile(r"(?:(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\.){3}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)")
+IPV4_RE = re.compile(r"(?<![\d.])(?:(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)\.){3}(?:25[0-5]|2[0-4][0-9]|[01]?[0-9][0-9]?)(?!\d|\.\d)")
 
 # example.com / example.org are reserved for examples; the IPs are datatrove's unrouted picks
 EMAIL_PLACEHOLDERS = ("email@example.com", "firstname.lastname@example.org")
