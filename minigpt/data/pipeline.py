@@ -14,6 +14,7 @@ Output directory layout (every file is written to a temporary name and renamed w
     shards/data_{val,train}_NNNNNN.bin   llm.c token shards (when a tokenizer is given)
     summary.json                         documents_in, documents_out, errors, stages{in, removed, seconds}
 """
+import glob
 import hashlib
 import json
 import os
@@ -146,6 +147,8 @@ def file_key(path):
 
 def process_file(path, out_dir, cfg):
     key = file_key(path)
+    for stale in glob.glob(os.path.join(glob.escape(out_dir), "**", glob.escape(key) + ".*.tmp"), recursive=True):
+        os.remove(stale)  # left by a run that stopped half-way through this file
     stats = new_stats()
     removed = {}
 
