@@ -250,3 +250,20 @@ def test_pii():
     assert "john.doe" not in out and "8.8.8.8" not in out
     assert "email@example.com" in out and "22.214.171.124" in out
     assert "192.168.1.5" in out and "127.0.0.1" in out and "999.1.1.1" in out
+
+
+# ------------------------------------------------------------------------------------------------
+# the fast n-gram counts against the plain loops they replace
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "c", "dd", "eee", "the", "x"]), max_size=60), st.integers(1, 10))
+def test_fast_ngram_counts_match_reference(words, n):
+    ids = F.word_ids(words)
+    assert F.top_ngram_chars_fast(words, ids, n) == F.top_ngram_chars(words, n)
+    # the reference joins with "", which can merge different word sequences ("a"+"bc" == "ab"+"c");
+    # words of one fixed length cannot merge, so there the two must agree exactly
+    fixed = [(w * 3)[:3] for w in words]
+    assert F.duplicated_ngram_chars_fast(fixed, F.word_ids(fixed), n) == F.duplicated_ngram_chars(fixed, n)

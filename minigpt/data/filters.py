@@ -12,7 +12,9 @@ Punkt/Treebank tokenizers; we use the regexes below, which agree with them on or
 """
 import re
 from collections import Counter
+from functools import lru_cache
 
+import numpy as np
 import regex
 
 # ------------------------------------------------------------------------------------------------
@@ -31,6 +33,7 @@ CLITIC_RE = regex.compile(r"(?i)^(.+?)(n't|'s|'m|'d|'ll|'re|'ve)$")
 SENTENCE_END_RE = regex.compile(r"[.!?…]+[\"'”’)\]]*\s+(?=\S)")
 
 
+@lru_cache(maxsize=4)  # the Gopher filters and MinHash ask for the same document's words in turn
 def split_into_words(text):
     words = WORD_RE.findall(text)
     if "'" not in text:
@@ -76,7 +79,8 @@ def find_duplicates(items):
 
 
 def top_ngram_chars(words, n):
-    """Characters covered by the most frequent n-gram: len(ngram) * count."""
+    """Characters covered by the most frequent n-gram: len(" ".join(ngram)) * count (ties: the
+    n-gram seen first, as Counter.most_common does)."""
     counts = Counter(" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
     if not counts:
         return 0
@@ -96,6 +100,63 @@ def duplicated_ngram_chars(words, n):
         else:
             seen.add(gram)
             i += 1
+    return chars
+
+
+# The same two quantities, fast: words become integer ids, n-grams become rows of an
+# (N - n + 1, n) id matrix, and np.unique over the rows finds repeats without building strings.
+# (One deliberate difference from datatrove: it joins n-gram words with "" when looking for
+# duplicates, so "ab c" and "a bc" collide there; here n-grams are word sequences.)
+
+def word_ids(words):
+    ids = {}
+    return np.fromiter((ids.setdefault(w, len(ids)) for w in words), dtype=np.int64, count=len(words))
+
+
+def ngram_groups(ids, n):
+    """For each n-gram position: the id of its distinct n-gram, each group's count and first position."""
+    rows = np.lib.stride_tricks.sliding_window_view(ids, n)                 # (N - n + 1, n)
+    rows = np.ascontiguousarray(rows).view(np.dtype((np.void, 8 * n))).ravel()
+    _, first, inverse, counts = np.unique(rows, return_index=True, return_inverse=True, return_counts=True)
+    return inverse.ravel(), counts, first
+
+
+def top_ngram_chars_fast(words, ids, n):
+    if len(words) < n:
+        return 0
+    inverse, counts, first = ngram_groups(ids, n)
+    best = np.flatnonzero(counts == counts.max())
+    g = best[np.argmin(first[best])]                                        # most common, seen first
+    i = int(first[g])
+    return (sum(len(w) for w in words[i:i + n]) + n - 1) * int(counts[g])
+
+
+def duplicated_ngram_chars_fast(words, ids, n):
+    if len(words) < n:
+        return 0
+    inverse, counts, _ = ngram_groups(ids, n)
+    repeated = np.flatnonzero(counts[inverse] > 1)                          # positions that may repeat
+    if len(repeated) == 0:
+        return 0
+    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
+    gram_chars = np.convolve(lengths, np.ones(n, dtype=np.int64), "valid")  # chars of "".join(gram)
+    # walk datatrove's loop, visiting only positions whose n-gram occurs more than once: any other
+    # position is "new" and just steps by one, which cannot change what a later repeat sees
+    seen, chars, i, k = set(), 0, 0, 0
+    inverse, repeated = inverse.tolist(), repeated.tolist()
+    while k < len(repeated):
+        if repeated[k] < i:
+            k += 1
+            continue
+        i = repeated[k]
+        g = inverse[i]
+        if g in seen:
+            chars += int(gram_chars[i])
+            i += n
+        else:
+            seen.add(g)
+            i += 1
+        k += 1
     return chars
 
 
@@ -122,11 +183,12 @@ def gopher_repetition(text, dup_line_frac=0.3, dup_para_frac=0.3, dup_line_char_
     if chars / len(text) > dup_line_char_frac:
         return "dup_line_char_frac"
     words = split_into_words(text)
+    ids = word_ids(words)
     for n, frac in top_ngrams:
-        if top_ngram_chars(words, n) / len(text) > frac:
+        if top_ngram_chars_fast(words, ids, n) / len(text) > frac:
             return f"top_{n}_gram"
     for n, frac in dup_ngrams:
-        if duplicated_ngram_chars(words, n) / len(text) > frac:
+        if duplicated_ngram_chars_fast(words, ids, n) / len(text) > frac:
             return f"duplicated_{n}_n_grams"
     return None
 
@@ -142,12 +204,14 @@ def gopher_quality(text, min_words=50, max_words=100_000, min_mean_word_len=3, m
                    min_alpha_words=0.8, min_stop_words=2, stop_words=STOP_WORDS):
     words = split_into_words(text)
     n_words = len(words)
-    content = [w for w in words if any(c not in PUNCTUATION for c in w)]  # drop pure-symbol tokens
-    if len(content) < min_words:
+    vocab = Counter(words)  # each distinct word is classified once
+    symbol_only = {w for w in vocab if all(c in PUNCTUATION for c in w)}
+    n_content = n_words - sum(vocab[w] for w in symbol_only)               # pure-symbol tokens do not count
+    if n_content < min_words:
         return "gopher_short_doc"
-    if len(content) > max_words:
+    if n_content > max_words:
         return "gopher_long_doc"
-    mean_len = sum(map(len, content)) / len(content)
+    mean_len = sum(len(w) * c for w, c in vocab.items() if w not in symbol_only) / n_content
     if mean_len < min_mean_word_len:
         return "gopher_below_avg_threshold"
     if mean_len > max_mean_word_len:
@@ -161,9 +225,9 @@ def gopher_quality(text, min_words=50, max_words=100_000, min_mean_word_len=3, m
         return "gopher_too_many_bullets"
     if sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines) > max_ellipsis_lines:
         return "gopher_too_many_end_ellipsis"
-    if sum(any(c.isalpha() for c in w) for w in words) / n_words < min_alpha_words:
+    if sum(c for w, c in vocab.items() if any(ch.isalpha() for ch in w)) / n_words < min_alpha_words:
         return "gopher_below_alpha_threshold"
-    if len(stop_words.intersection(words)) < min_stop_words:
+    if len(stop_words.intersection(vocab)) < min_stop_words:
         return "gopher_enough_stop_words"
     return None
 
