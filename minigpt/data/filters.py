@@ -53,14 +53,21 @@ def count_sentences(text):
     return 0 if not text else 1 + len(SENTENCE_END_RE.findall(text))
 
 
-# datatrove's punctuation set (utils/text.py), the ASCII and common CJK part of it plus control chars;
-# a "symbol word" is one made only of these
+# datatrove's punctuation (utils/text.py): ASCII and CJK marks plus control characters, and its
+# sentence terminals, which are Unicode's Sentence_Terminal property plus three Khmer signs
+# (the two lists differ only by a few characters added in newer Unicode versions).
+# A "symbol word" is made only of these; a line "ends in punctuation" when its last char is a terminal.
 PUNCTUATION = set(
     "!/—”:％１〈&(、━\\【#%「」，】；+^]~“《„';’{|∶´[=-`*．（–？！：$～«〉,><》)?）。…@_.\"}►»"
     + "".join(chr(x) for a, b in ((0, 9), (11, 13), (13, 32), (127, 160)) for x in range(a, b))
 )
-# lines "end in punctuation" for FineWeb when their last character is one of these
-TERMINAL_PUNCTUATION = tuple(".!?。！？．｡…؟।॥‼‽⁇⁈⁉።፧፨")
+_TERMINAL = r"\p{Sentence_Terminal}\u17d6\u17d9\u17da"
+SYMBOL_WORD_RE = regex.compile("[" + "".join(regex.escape(c) for c in sorted(PUNCTUATION)) + _TERMINAL + "]+")
+ENDS_TERMINAL_RE = regex.compile("[" + _TERMINAL + "]$")
+
+
+def is_symbol_word(word):
+    return SYMBOL_WORD_RE.fullmatch(word) is not None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -205,7 +212,7 @@ def gopher_quality(text, min_words=50, max_words=100_000, min_mean_word_len=3, m
     words = split_into_words(text)
     n_words = len(words)
     vocab = Counter(words)  # each distinct word is classified once
-    symbol_only = {w for w in vocab if all(c in PUNCTUATION for c in w)}
+    symbol_only = {w for w in vocab if is_symbol_word(w)}
     n_content = n_words - sum(vocab[w] for w in symbol_only)               # pure-symbol tokens do not count
     if n_content < min_words:
         return "gopher_short_doc"
@@ -278,7 +285,7 @@ def fineweb_quality(text, line_punct_thr=0.12, short_line_thr=0.67, short_line_l
     lines = [line for line in text.split("\n") if line.strip()]
     if not lines:
         return "empty"
-    if sum(line.endswith(TERMINAL_PUNCTUATION) for line in lines) / len(lines) < line_punct_thr:
+    if sum(ENDS_TERMINAL_RE.search(line) is not None for line in lines) / len(lines) < line_punct_thr:
         return "line_punct_ratio"
     if sum(len(line) <= short_line_length for line in lines) / len(lines) > short_line_thr:
         return "short_line_ratio"
