@@ -122,8 +122,24 @@ def test_repetition_duplicate_paragraph_chars():
     assert F.gopher_repetition(outside, **only) == "dup_para_char_frac"
 
 
-def test_repetition_top_2gram():
-    gram = "xyzzy plugh"
+def test_repetition_duplicate_line_chars():
+    rep = " ".join(unique_words(20, seed=15))                               # one line, twice
+    fill = unique_words(2000, seed=16)
+
+    def make(n):
+        return "\n".join([rep, " ".join(fill[: 2000 - n]), rep])
+
+    def ratio(t):
+        return len(rep) / len(t)
+    inside, outside = boundary(make, ratio, 0.2)
+    only = dict(dup_para_frac=1.0, dup_para_char_frac=1.0, dup_line_frac=1.0, top_ngrams=(), dup_ngrams=())
+    assert F.gopher_repetition(inside, **only) is None
+    assert F.gopher_repetition(outside, **only) == "dup_line_char_frac"
+
+
+@pytest.mark.parametrize("n, threshold", [(2, 0.20), (3, 0.18), (4, 0.16)])
+def test_repetition_top_ngram(n, threshold):
+    gram = " ".join(unique_words(n, seed=70 + n))
     fill = unique_words(400, seed=7)
 
     def make(k):
@@ -131,26 +147,27 @@ def test_repetition_top_2gram():
 
     def ratio(t):
         return len(gram) * t.count(gram) / len(t)
-    inside, outside = boundary(make, ratio, 0.20)
-    only = dict(top_ngrams=((2, 0.20),), dup_ngrams=())  # the 3- and 4-gram rules see the same repeat
+    inside, outside = boundary(make, ratio, threshold)
+    only = dict(top_ngrams=((n, threshold),), dup_ngrams=())  # the other n see the same repeat
     assert F.gopher_repetition(inside, **only) is None
-    assert F.gopher_repetition(outside, **only) == "top_2_gram"
+    assert F.gopher_repetition(outside, **only) == f"top_{n}_gram"
 
 
-def test_repetition_duplicated_5grams():
-    # one 5-gram repeated back to back k times: every repeat after the first counts
-    five = unique_words(5, seed=8)
+@pytest.mark.parametrize("n, threshold", [(5, 0.15), (6, 0.14), (7, 0.13), (8, 0.12), (9, 0.11), (10, 0.10)])
+def test_repetition_duplicated_ngrams(n, threshold):
+    # one n-gram repeated back to back k + 1 times: every repeat after the first counts
+    gram = unique_words(n, seed=80 + n)
     fill = unique_words(600, seed=9)
 
     def make(k):
-        return " ".join(fill + five * (k + 1))
+        return " ".join(fill + gram * (k + 1))
 
     def ratio(t):
-        return len("".join(five)) * (t.count(" ".join(five))) / len(t) - len("".join(five)) / len(t)
-    inside, outside = boundary(make, ratio, 0.15)
-    only = dict(top_ngrams=(), dup_ngrams=((5, 0.15),))  # longer n-grams see the same repeat
+        return len("".join(gram)) * (t.count(" ".join(gram)) - 1) / len(t)
+    inside, outside = boundary(make, ratio, threshold)
+    only = dict(top_ngrams=(), dup_ngrams=((n, threshold),))  # other lengths see the same repeat
     assert F.gopher_repetition(inside, **only) is None
-    assert F.gopher_repetition(outside, **only) == "duplicated_5_n_grams"
+    assert F.gopher_repetition(outside, **only) == f"duplicated_{n}_n_grams"
 
 
 # ------------------------------------------------------------------------------------------------
