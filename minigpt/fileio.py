@@ -128,7 +128,7 @@ def read_checkpoint(path):
 # --------------------------------------------------------------------------------------------------
 # 16-bit checkpoints (version 5): every tensor as bf16, the top 16 bits of its fp32. A 7B model
 # needs 14 GB, not 28. bf16 keeps fp32's exponent range, so nothing overflows; it keeps 8 bits of
-# mantissa, a relative rounding error of at most 2^-9.
+# mantissa (7 stored), a relative rounding error of at most 2^-8.
 
 
 def f32_to_bf16(x):

@@ -247,6 +247,8 @@ def prefill(weights, cache, prompts, kern=None, streams=None):
     """Every prompt's tokens into its stream (prompts[i] into streams[i], default i) in one pass;
     returns the logits (len(prompts), Vp) at each prompt's last token: the first new token's."""
     lens = [len(p) for p in prompts]
+    if min(lens, default=0) < 1:
+        raise ValueError(f"prefill needs at least one prompt and one token per prompt, found lengths {lens}")
     streams = range(len(prompts)) if streams is None else streams
     tokens = np.concatenate([np.asarray(p, dtype=np.int32) for p in prompts])
     streams = np.repeat(np.asarray(streams, dtype=np.int32), lens)
