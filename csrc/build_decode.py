@@ -45,5 +45,8 @@ if __name__ == "__main__":
     # compile() writes the .so under build/minigpt/: move it beside the package
     import glob
     import shutil
+    pkg = os.path.join(HERE, "..", "minigpt")
+    for old in glob.glob(os.path.join(pkg, "_decode*.so")):  # a stale build of another name would win
+        os.unlink(old)
     for so in glob.glob(os.path.join(HERE, "..", "build", "minigpt", "_decode*.so")):
-        shutil.copy(so, os.path.join(HERE, "..", "minigpt", os.path.basename(so)))
+        shutil.copy(so, os.path.join(pkg, os.path.basename(so)))

@@ -9,7 +9,8 @@
  * At batch 1 decoding is a stream of matrix-vector products: every weight is read once per token,
  * so the speed limit is memory bandwidth. The matvec below therefore
  *   - splits the output rows across threads (each thread streams its own slab of the weights),
- *   - uses AVX2 FMA with 8 independent accumulators (4 weight rows x 2 input rows),
+ *   - uses AVX2 FMA with 8 independent accumulators (8 weight rows x 1 input row at batch 1,
+ *     4 weight rows x 2 input rows for a batch: each weight load then feeds two FMAs),
  *   - reads bf16 weights directly: a bf16 is the top half of an fp32, so widening is a shift,
  *     and half the bytes means about twice the tokens per second.
  * Every output element is one accumulator summed in the same order whatever the tile, batch size
@@ -66,7 +67,7 @@ static inline uint16_t f32_to_bf16(float f) {  // round to nearest, ties to even
 // ------------------------------------------------------------------------------------------------
 // matvec: out (N, OC) = inp (N, C) @ w.T + bias, w (OC, C) in fp32 or bf16
 
-#define ROWS 4          // weight rows per tile
+#define ROWS 8          // weight rows per tile
 #define NBLOCK 64       // input rows per block: a block of inputs stays in L2 while the weights stream by
 
 // one weight element / one 8-wide chunk as fp32, from fp32 or bf16 storage; `half` is a
@@ -136,6 +137,25 @@ static inline void tile_4x1(float *out, const float *x, const void *w, const flo
     out[3] = dot_finish(s3, x, w, r3, c, C, bias, o + 3, half);
 }
 
+// out[n][o..o+7] for 8 weight rows and one input row: batch-1 decoding, 8 weight streams in flight
+static inline void tile_8x1(float *out, const float *x, const void *w, const float *bias,
+                            int o, int C, const int half) {
+#ifdef DECODE_AVX2
+    size_t r = (size_t)o * C;
+    __m256 a[8];
+    for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
+    int c = 0;
+    for (; c + 8 <= C; c += 8) {
+        __m256 xv = _mm256_loadu_ps(x + c);
+        for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(xv, w_load8(w, r + (size_t)j * C + c, half), a[j]);
+    }
+    for (int j = 0; j < 8; j++) out[j] = dot_finish(hsum8(a[j]), x, w, r + (size_t)j * C, c, C, bias, o + j, half);
+#else
+    tile_4x1(out, x, w, bias, o, C, half);
+    tile_4x1(out + 4, x, w, bias, o + 4, C, half);
+#endif
+}
+
 // out[n][o..o+3] and out[n+1][o..o+3]: 4 weight rows x 2 input rows, each weight load used twice
 static inline void tile_4x2(float *out0, float *out1, const float *x0, const float *x1, const void *w,
                             const float *bias, int o, int C, const int half) {
@@ -170,16 +190,17 @@ static inline __attribute__((always_inline)) void matvec_impl(float *out, const 
     for (int n0 = 0; n0 < N; n0 += NBLOCK) {
         int n1 = n0 + NBLOCK < N ? n0 + NBLOCK : N;
         int tiles = (OC + ROWS - 1) / ROWS;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 16)
         for (int t = 0; t < tiles; t++) {
             int o = t * ROWS;
             if (o + ROWS <= OC) {
                 int n = n0;
                 for (; n + 2 <= n1; n += 2)
-                    tile_4x2(out + (size_t)n * OC + o, out + (size_t)(n + 1) * OC + o,
-                             inp + (size_t)n * C, inp + (size_t)(n + 1) * C, w, bias, o, C, half);
-                for (; n < n1; n++) tile_4x1(out + (size_t)n * OC + o, inp + (size_t)n * C, w, bias, o, C, half);
-            } else {  // the last OC % 4 rows
+                    for (int oo = o; oo < o + ROWS; oo += 4)
+                        tile_4x2(out + (size_t)n * OC + oo, out + (size_t)(n + 1) * OC + oo,
+                                 inp + (size_t)n * C, inp + (size_t)(n + 1) * C, w, bias, oo, C, half);
+                for (; n < n1; n++) tile_8x1(out + (size_t)n * OC + o, inp + (size_t)n * C, w, bias, o, C, half);
+            } else {  // the last OC % 8 rows
                 for (; o < OC; o++)
                     for (int n = n0; n < n1; n++)
                         tile_1x1(out + (size_t)n * OC + o, inp + (size_t)n * C, w, bias, o, C, half);
@@ -248,6 +269,7 @@ void attention_cached(float *out, const float *qkv, const float *kcache, const f
                 float mx = -INFINITY;
                 for (int t = 0; t <= p; t++) {
                     float s = 0.0f;
+#pragma omp simd reduction(+ : s)
                     for (int i = 0; i < hs; i++) s += q[i] * K[(size_t)t * hs + i];
                     att[t] = s * scale;
                     if (att[t] > mx) mx = att[t];
@@ -275,7 +297,7 @@ void attention_cached(float *out, const float *qkv, const float *kcache, const f
 
 void gelu_forward(float *out, const float *inp, int N) {
     const float s = 0.7978845608028654f;  // sqrt(2 / pi)
-#pragma omp parallel for schedule(static) if (N > 65536)
+#pragma omp parallel for schedule(static) if (N > 4096)
     for (int i = 0; i < N; i++) {
         float x = inp[i];
         out[i] = 0.5f * x * (1.0f + tanhf(s * (x + 0.044715f * x * x * x)));
