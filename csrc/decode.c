@@ -67,17 +67,18 @@ static inline uint16_t f32_to_bf16(float f) {  // round to nearest, ties to even
 // ------------------------------------------------------------------------------------------------
 // matvec: out (N, OC) = inp (N, C) @ w.T + bias, w (OC, C) in fp32 or bf16
 
+#define INLINE inline __attribute__((always_inline))  // `half` must reach every load as a constant
 #define ROWS 8          // weight rows per tile
 #define NBLOCK 64       // input rows per block: a block of inputs stays in L2 while the weights stream by
 
 // one weight element / one 8-wide chunk as fp32, from fp32 or bf16 storage; `half` is a
 // compile-time constant in each caller, so the branch disappears
-static inline float w_at(const void *w, size_t i, const int half) {
+static INLINE float w_at(const void *w, size_t i, const int half) {
     return half ? bf16_to_f32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
 }
 
 #ifdef DECODE_AVX2
-static inline __m256 w_load8(const void *w, size_t i, const int half) {
+static INLINE __m256 w_load8(const void *w, size_t i, const int half) {
     if (half) {
         __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)w + i));
         return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
@@ -94,14 +95,14 @@ static inline float hsum8(__m256 v) {  // a fixed order, so every tile sums alik
 #endif
 
 // the end of one dot product: the horizontal sum, the scalar tail (C % 8), the bias
-static inline float dot_finish(float s, const float *x, const void *w, size_t wrow, int c0, int C,
+static INLINE float dot_finish(float s, const float *x, const void *w, size_t wrow, int c0, int C,
                                const float *bias, int o, const int half) {
-    for (int c = c0; c < C; c++) s += x[c] * w_at(w, wrow + c, half);
+    for (int c = c0; c < C; c++) s = fmaf(x[c], w_at(w, wrow + c, half), s);  // fused, as the vector part
     return bias ? s + bias[o] : s;
 }
 
 // out[n][o] for one weight row o and one input row n
-static inline void tile_1x1(float *out, const float *x, const void *w, const float *bias,
+static INLINE void tile_1x1(float *out, const float *x, const void *w, const float *bias,
                             int o, int C, const int half) {
     size_t r = (size_t)o * C;
     int c = 0;
@@ -115,7 +116,7 @@ static inline void tile_1x1(float *out, const float *x, const void *w, const flo
 }
 
 // out[n][o..o+3] for 4 weight rows and one input row
-static inline void tile_4x1(float *out, const float *x, const void *w, const float *bias,
+static INLINE void tile_4x1(float *out, const float *x, const void *w, const float *bias,
                             int o, int C, const int half) {
     size_t r0 = (size_t)o * C, r1 = r0 + C, r2 = r1 + C, r3 = r2 + C;
     int c = 0;
@@ -138,7 +139,7 @@ static inline void tile_4x1(float *out, const float *x, const void *w, const flo
 }
 
 // out[n][o..o+7] for 8 weight rows and one input row: batch-1 decoding, 8 weight streams in flight
-static inline void tile_8x1(float *out, const float *x, const void *w, const float *bias,
+static INLINE void tile_8x1(float *out, const float *x, const void *w, const float *bias,
                             int o, int C, const int half) {
 #ifdef DECODE_AVX2
     size_t r = (size_t)o * C;
@@ -157,7 +158,7 @@ static inline void tile_8x1(float *out, const float *x, const void *w, const flo
 }
 
 // out[n][o..o+3] and out[n+1][o..o+3]: 4 weight rows x 2 input rows, each weight load used twice
-static inline void tile_4x2(float *out0, float *out1, const float *x0, const float *x1, const void *w,
+static INLINE void tile_4x2(float *out0, float *out1, const float *x0, const float *x1, const void *w,
                             const float *bias, int o, int C, const int half) {
 #ifdef DECODE_AVX2
     size_t r0 = (size_t)o * C, r1 = r0 + C, r2 = r1 + C, r3 = r2 + C;
@@ -184,38 +185,41 @@ static inline void tile_4x2(float *out0, float *out1, const float *x0, const flo
 #endif
 }
 
-static inline __attribute__((always_inline)) void matvec_impl(float *out, const float *inp, const void *w,
-                                                              const float *bias, int N, int C, int OC,
-                                                              const int half) {
-    for (int n0 = 0; n0 < N; n0 += NBLOCK) {
-        int n1 = n0 + NBLOCK < N ? n0 + NBLOCK : N;
-        int tiles = (OC + ROWS - 1) / ROWS;
-#pragma omp parallel for schedule(dynamic, 16)
-        for (int t = 0; t < tiles; t++) {
-            int o = t * ROWS;
-            if (o + ROWS <= OC) {
-                int n = n0;
-                for (; n + 2 <= n1; n += 2)
-                    for (int oo = o; oo < o + ROWS; oo += 4)
-                        tile_4x2(out + (size_t)n * OC + oo, out + (size_t)(n + 1) * OC + oo,
-                                 inp + (size_t)n * C, inp + (size_t)(n + 1) * C, w, bias, oo, C, half);
-                for (; n < n1; n++) tile_8x1(out + (size_t)n * OC + o, inp + (size_t)n * C, w, bias, o, C, half);
-            } else {  // the last OC % 8 rows
-                for (; o < OC; o++)
-                    for (int n = n0; n < n1; n++)
-                        tile_1x1(out + (size_t)n * OC + o, inp + (size_t)n * C, w, bias, o, C, half);
-            }
-        }
+// one tile of output rows (ROWS weight rows) for input rows n0..n1
+static INLINE void matvec_tile(float *out, const float *inp, const void *w, const float *bias,
+                               int n0, int n1, int C, int OC, int t, const int half) {
+    int o = t * ROWS;
+    if (o + ROWS <= OC) {
+        int n = n0;
+        for (; n + 2 <= n1; n += 2)
+            for (int oo = o; oo < o + ROWS; oo += 4)
+                tile_4x2(out + (size_t)n * OC + oo, out + (size_t)(n + 1) * OC + oo,
+                         inp + (size_t)n * C, inp + (size_t)(n + 1) * C, w, bias, oo, C, half);
+        for (; n < n1; n++) tile_8x1(out + (size_t)n * OC + o, inp + (size_t)n * C, w, bias, o, C, half);
+    } else {  // the last OC % 8 rows
+        for (; o < OC; o++)
+            for (int n = n0; n < n1; n++)
+                tile_1x1(out + (size_t)n * OC + o, inp + (size_t)n * C, w, bias, o, C, half);
     }
 }
 
+// The loop is written out in each function (not in a shared helper) so that OpenMP outlines one
+// region per weight type, with `half` a constant in it: a shared region would test it per load.
 void matvec_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
-    matvec_impl(out, inp, w, bias, N, C, OC, 0);
+    for (int n0 = 0; n0 < N; n0 += NBLOCK) {
+        int n1 = n0 + NBLOCK < N ? n0 + NBLOCK : N;
+#pragma omp parallel for schedule(dynamic, 16)
+        for (int t = 0; t < (OC + ROWS - 1) / ROWS; t++) matvec_tile(out, inp, w, bias, n0, n1, C, OC, t, 0);
+    }
 }
 
 void matvec_forward_bf16(float *out, const float *inp, const uint16_t *w, const float *bias,
                          int N, int C, int OC) {
-    matvec_impl(out, inp, w, bias, N, C, OC, 1);
+    for (int n0 = 0; n0 < N; n0 += NBLOCK) {
+        int n1 = n0 + NBLOCK < N ? n0 + NBLOCK : N;
+#pragma omp parallel for schedule(dynamic, 16)
+        for (int t = 0; t < (OC + ROWS - 1) / ROWS; t++) matvec_tile(out, inp, w, bias, n0, n1, C, OC, t, 1);
+    }
 }
 
 // ------------------------------------------------------------------------------------------------
