@@ -138,20 +138,28 @@ static INLINE void tile_4x1(float *out, const float *x, const void *w, const flo
     out[3] = dot_finish(s3, x, w, r3, c, C, bias, o + 3, half);
 }
 
-// out[n][o..o+7] for 8 weight rows and one input row: batch-1 decoding, 8 weight streams in flight
+// out[n][o..o+7] for 8 weight rows and one input row: batch-1 decoding, 8 weight streams in flight.
+// Eight short rows are eight short streams that the hardware prefetcher barely learns, so while we
+// read this tile we prefetch the next one (`next` rows of it), a few cache lines per step: the
+// weights then arrive as one long sequential stream.
 static INLINE void tile_8x1(float *out, const float *x, const void *w, const float *bias,
-                            int o, int C, const int half) {
+                            int o, int C, int next, const int half) {
 #ifdef DECODE_AVX2
-    size_t r = (size_t)o * C;
+    size_t r = (size_t)o * C, esize = half ? 2 : 4;
+    const char *pf = (const char *)w + (r + 8 * (size_t)C) * esize;  // the next tile
+    size_t pf_lines = (size_t)next * C * esize / 64, steps = C / 8 ? C / 8 : 1;
+    size_t per_step = (pf_lines + steps - 1) / steps, done = 0;
     __m256 a[8];
     for (int j = 0; j < 8; j++) a[j] = _mm256_setzero_ps();
     int c = 0;
     for (; c + 8 <= C; c += 8) {
+        for (size_t k = 0; k < per_step && done < pf_lines; k++, done++) _mm_prefetch(pf + 64 * done, _MM_HINT_T0);
         __m256 xv = _mm256_loadu_ps(x + c);
         for (int j = 0; j < 8; j++) a[j] = _mm256_fmadd_ps(xv, w_load8(w, r + (size_t)j * C + c, half), a[j]);
     }
     for (int j = 0; j < 8; j++) out[j] = dot_finish(hsum8(a[j]), x, w, r + (size_t)j * C, c, C, bias, o + j, half);
 #else
+    (void)next;
     tile_4x1(out, x, w, bias, o, C, half);
     tile_4x1(out + 4, x, w, bias, o + 4, C, half);
 #endif
@@ -195,7 +203,8 @@ static INLINE void matvec_tile(float *out, const float *inp, const void *w, cons
             for (int oo = o; oo < o + ROWS; oo += 4)
                 tile_4x2(out + (size_t)n * OC + oo, out + (size_t)(n + 1) * OC + oo,
                          inp + (size_t)n * C, inp + (size_t)(n + 1) * C, w, bias, oo, C, half);
-        for (; n < n1; n++) tile_8x1(out + (size_t)n * OC + o, inp + (size_t)n * C, w, bias, o, C, half);
+        int next = OC - (o + ROWS) < ROWS ? OC - (o + ROWS) : ROWS;  // rows of the next tile (to prefetch)
+        for (; n < n1; n++) tile_8x1(out + (size_t)n * OC + o, inp + (size_t)n * C, w, bias, o, C, next, half);
     } else {  // the last OC % 8 rows
         for (; o < OC; o++)
             for (int n = n0; n < n1; n++)
