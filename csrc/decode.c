@@ -69,6 +69,7 @@ static inline uint16_t f32_to_bf16(float f) {  // round to nearest, ties to even
 
 #define INLINE inline __attribute__((always_inline))  // `half` must reach every load as a constant
 #define ROWS 8          // weight rows per tile
+#define PARALLEL_MIN 65536  // multiply-adds below which waking a second thread costs more than it saves
 #define NBLOCK 64       // input rows per block: a block of inputs stays in L2 while the weights stream by
 
 // one weight element / one 8-wide chunk as fp32, from fp32 or bf16 storage; `half` is a
@@ -217,7 +218,7 @@ static INLINE void matvec_tile(float *out, const float *inp, const void *w, cons
 void matvec_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
     for (int n0 = 0; n0 < N; n0 += NBLOCK) {
         int n1 = n0 + NBLOCK < N ? n0 + NBLOCK : N;
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if ((size_t)(n1 - n0) * C * OC > PARALLEL_MIN)
         for (int t = 0; t < (OC + ROWS - 1) / ROWS; t++) matvec_tile(out, inp, w, bias, n0, n1, C, OC, t, 0);
     }
 }
@@ -226,7 +227,7 @@ void matvec_forward_bf16(float *out, const float *inp, const uint16_t *w, const 
                          int N, int C, int OC) {
     for (int n0 = 0; n0 < N; n0 += NBLOCK) {
         int n1 = n0 + NBLOCK < N ? n0 + NBLOCK : N;
-#pragma omp parallel for schedule(dynamic, 16)
+#pragma omp parallel for schedule(dynamic, 16) if ((size_t)(n1 - n0) * C * OC > PARALLEL_MIN)
         for (int t = 0; t < (OC + ROWS - 1) / ROWS; t++) matvec_tile(out, inp, w, bias, n0, n1, C, OC, t, 1);
     }
 }
@@ -269,7 +270,7 @@ void attention_cached(float *out, const float *qkv, const float *kcache, const f
     // out (N, C); qkv (N, 3C), the query is its first C; row r sees its stream's positions 0..p
     int hs = C / NH;
     float scale = 1.0f / sqrtf((float)hs);
-#pragma omp parallel
+#pragma omp parallel if ((size_t)N * NH * (maxT + 1) * hs > PARALLEL_MIN)
     {
         float *att = (float *)malloc((size_t)maxT * sizeof(float));  // this thread's scores
 #pragma omp for collapse(2) schedule(static)
