@@ -257,8 +257,12 @@ def add_arguments(p):
 
 
 def run(args):
-    weights = kvcache.DecodeWeights.load(args.checkpoint, half=True if args.half else None)
-    tok = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    try:
+        weights = kvcache.DecodeWeights.load(args.checkpoint, half=True if args.half else None)
+        tok = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    except (OSError, ValueError, RuntimeError) as e:  # missing or damaged files: say which, no traceback
+        print(f"minigpt sample: {e}", file=sys.stderr)
+        return 1
     if args.threads and kvcache.c_available():
         from . import kvcache_c
         kvcache_c.set_threads(args.threads)

@@ -170,5 +170,8 @@ def test_cli_streams_greedy_text(tmp_path, monkeypatch):
     assert rc == 0
     want = generate(model, list(b"Hi"), 12, temperature=0)[0]
     assert out.getvalue() == "Hi" + bytes(want).decode("utf-8", errors="replace") + "\n"
-    with pytest.raises(FileNotFoundError, match="tokenizer"):
-        cli.main(["sample", "--checkpoint", str(ck), "--tokenizer", str(tmp_path / "x.bin"), "--prompt", "a"])
+    monkeypatch.setattr(sys, "stderr", err := io.StringIO())
+    assert cli.main(["sample", "--checkpoint", str(ck), "--tokenizer", str(tmp_path / "x.bin"), "--prompt", "a"]) == 1
+    assert "tokenizer file not found" in err.getvalue()
+    assert cli.main(["sample", "--checkpoint", str(tmp_path / "none.bin"), "--prompt-ids", "1"]) == 1
+    assert "model checkpoint not found" in err.getvalue()
