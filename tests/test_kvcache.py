@@ -5,12 +5,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt import GPT, GPTConfig, kvcache
+from minigpt import GPT, GPTConfig, backend, kvcache
 from minigpt.fileio import (FileFormatError, bf16_to_f32, f32_to_bf16, read_checkpoint, read_checkpoint_raw,
                             write_checkpoint_bf16)
 from minigpt.model import PARAM_NAMES
 
 KERNELS = ["numpy"] + (["c"] if kvcache.c_available() else [])
+BACKENDS = [b for b in backend.available() if b != "cuda"]  # the full forward: every CPU backend
 needs_c = pytest.mark.skipif(not kvcache.c_available(), reason="minigpt._decode not built (pip install -e .)")
 
 
@@ -24,7 +25,11 @@ def tiny_model(V=70, L=2, NH=2, C=16, maxT=24, seed=0):
     return model
 
 
-def full_logits(model, idx):
+def full_logits(model, idx, be="numpy"):
+    if be != model.backend.name:  # the same weights on another backend
+        other = GPT(model.config, backend=be, seed=None)
+        other.params_memory[:] = model.params_memory
+        model = other
     model.forward(np.asarray(idx)[None, :])
     return model.logits[0].copy()  # (T, Vp)
 
@@ -115,15 +120,16 @@ def test_c_wrappers_reject_wrong_arrays():
 # the cached forward equals the full forward at every position
 
 
+@pytest.mark.parametrize("be", BACKENDS)
 @pytest.mark.parametrize("kern", KERNELS)
 @settings(max_examples=12)
 @given(data=st.data())
-def test_cached_logits_equal_full_forward(kern, data):
+def test_cached_logits_equal_full_forward(kern, be, data):
     model = MODEL
     T = data.draw(st.integers(1, model.config.block_size), label="T")
     idx = data.draw(st.lists(st.integers(0, model.config.vocab_size - 1), min_size=T, max_size=T), label="idx")
     split = data.draw(st.integers(1, T), label="prefill length")
-    full = full_logits(model, idx)
+    full = full_logits(model, idx, be)
     w = kvcache.DecodeWeights.from_model(model)
     cache = kvcache.KVCache(model.config, 1)
     k = kvcache.kernels(kern)
