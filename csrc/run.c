@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "decode.c"
 
@@ -240,6 +241,13 @@ static void usage(void) {
 }
 
 int main(int argc, char **argv) {
+    // OpenMP threads that spin while they wait starve the working thread whenever the cores are
+    // shared (5-10x slower on a busy machine). libgomp reads OMP_WAIT_POLICY before main runs, so
+    // if the user has not chosen, choose sleeping and restart once (Linux; elsewhere carry on).
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+        execv("/proc/self/exe", argv);
+    }
     if (argc < 2 || argv[1][0] == '-') usage();
     const char *model_path = argv[1], *tok_path = NULL, *text = NULL, *ids = NULL, *out_mode = "text";
     int steps = 256, stop_eot = 0;
