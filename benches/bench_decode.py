@@ -119,6 +119,9 @@ def main():
     sides = {"minigpt fp32": kvcache.DecodeWeights.from_model(model),
              "minigpt bf16": kvcache.DecodeWeights.from_model(model, half=True)}
 
+    per_param = {"fp32": 4, "bf16": 2}
+    n_read = model.num_parameters - cfg.block_size * cfg.n_embd  # all but wpe: one row of it per token
+    nbytes = {k: v * n_read for k, v in per_param.items()}
     rows, res = [], {}
     for B in (1, 16):
         steps = args.steps if B == 1 else max(args.steps // 4, 2)
@@ -138,23 +141,28 @@ def main():
                     ts.append(time.perf_counter() - t0)
         for name, (t_pre, t_dec) in times.items():
             res[name, B] = (B * PROMPT / min(t_pre), B * steps / min(t_dec))
-            rows.append([name, B, res[name, B][1], spread(t_dec), res[name, B][0], spread(t_pre)])
+            # bytes of weights a decode step streams (every matrix once, wpe aside), per second
+            gbs = nbytes[name.split()[1]] * steps / min(t_dec) / 1e9
+            res[name, B] += (gbs,)
+            rows.append([name, B, res[name, B][1], spread(t_dec), gbs, res[name, B][0], spread(t_pre)])
         del runs
     print(f"GPT-2 124M, {n} threads, prompt {PROMPT} tokens, greedy decode, "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
-    table(rows, ["engine", "batch", "decode tok/s", "noise", "prefill tok/s", "noise"])
+    table(rows, ["engine", "batch", "decode tok/s", "noise", "weights GB/s", "prefill tok/s", "noise"])
 
     fig = {"threads": n, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"],
            "fp32_tok_s": round(res["minigpt fp32", 1][1], 2), "half_tok_s": round(res["minigpt bf16", 1][1], 2),
            "fp32_b16_tok_s": round(res["minigpt fp32", 16][1], 2),
            "half_b16_tok_s": round(res["minigpt bf16", 16][1], 2),
            "prefill_tok_s": round(res["minigpt fp32", 1][0], 1),
+           "fp32_weight_gb_s": round(res["minigpt fp32", 1][2], 2),
+           "half_weight_gb_s": round(res["minigpt bf16", 1][2], 2),
            "half_prefill_tok_s": round(res["minigpt bf16", 1][0], 1)}
     if torch is None:
         fig["torch"] = "skipped: not installed"
     else:
         t1, t16 = res["torch fp32", 1], res["torch fp32", 16]
-        fig.update(torch_tok_s=round(t1[1], 2), torch_b16_tok_s=round(t16[1], 2),
+        fig.update(torch_tok_s=round(t1[1], 2), torch_weight_gb_s=round(t1[2], 2), torch_b16_tok_s=round(t16[1], 2),
                    torch_prefill_tok_s=round(t1[0], 1), torch_bf16_tok_s=round(res["torch bf16", 1][1], 2),
                    fp32_vs_torch=round(res["minigpt fp32", 1][1] / t1[1], 3),
                    half_vs_torch=round(res["minigpt bf16", 1][1] / t1[1], 3),
