@@ -92,7 +92,7 @@ def kernels(name=None):
 
 def c_available():
     try:
-        from . import _decode  # noqa: F401
+        from . import kvcache_c  # noqa: F401  (not _decode directly: kvcache_c sets the OpenMP policy first)
     except ImportError:
         return False
     return True
