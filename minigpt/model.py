@@ -276,6 +276,16 @@ class GPT:
                                 x.size, lr, beta1, beta2, eps, wd, t)
 
     # ----------------------------------------------------------------------------------------------
+    # generation: KV-cache decoding in minigpt/sample.py
+
+    def generate(self, prompt_ids, max_new_tokens=64, temperature=1.0, top_k=None, top_p=None, seed=0,
+                 n=1, stop=None, kernels=None):
+        """New token ids: n lists for one prompt (a list of ints), n per prompt for a list of
+        prompts. temperature=0 is greedy. See minigpt/sample.py."""
+        from .sample import generate
+        return generate(self, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, n, stop, kernels)
+
+    # ----------------------------------------------------------------------------------------------
     # files
 
     def save(self, path):

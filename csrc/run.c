@@ -1,0 +1,337 @@
+/*
+ * run.c: generate text with a GPT-2 checkpoint, in C, no Python. A model is two files: the
+ * parameters (an llm.c checkpoint, fp32 version 3 or bf16 version 5) and this program.
+ *
+ *   gcc -O3 -march=native -fopenmp -o run csrc/run.c -lm
+ *   ./run model.bin -z tokenizer.bin -i "Once upon a time" -n 256 -t 0.8 -p 0.9 -s 42
+ *
+ * The kernels are csrc/decode.c (included below), the same ones the Python engine calls through
+ * cffi, so run.c's greedy output equals `minigpt sample --temperature 0`. The forward pass mirrors
+ * forward_cached in minigpt/kvcache.py: prefill the prompt in one pass, then one token at a time
+ * from a KV cache, stopping at -n tokens or when the context (block_size) is full.
+ *
+ * The tokenizer .bin (llm.c's, 20240328 v2) is a decode table with no merges, so a text prompt is
+ * encoded byte by byte (exact for a byte-level vocabulary); for a BPE vocabulary pass the ids
+ * that minigpt's tokenizer gives with -I "id id id".
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "decode.c"
+
+static void die(const char *msg, const char *path) {
+    fprintf(stderr, "run: %s%s%s\n", path ? path : "", path ? ": " : "", msg);
+    exit(1);
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) die("out of memory", NULL);
+    return p;
+}
+
+// ------------------------------------------------------------------------------------------------
+// the model: llm.c's header and 16 tensors, in its order
+
+typedef struct {
+    int maxT, V, L, NH, C, Vp;
+} Config;
+
+enum { WTE, WPE, LN1W, LN1B, QKVW, QKVB, ATTPROJW, ATTPROJB, LN2W, LN2B, FCW, FCB, FCPROJW, FCPROJB,
+       LNFW, LNFB, NTENSORS };
+// the matrices stay as stored (fp32 or bf16); the small tensors are always fp32 in memory
+static const int IS_MATRIX[NTENSORS] = {1, 1, 0, 0, 1, 0, 1, 0, 0, 0, 1, 0, 1, 0, 0, 0};
+
+typedef struct {
+    Config cfg;
+    int half;                 // 1: matrices are bf16 (a version-5 checkpoint)
+    void *t[NTENSORS];        // each tensor: float* or (matrices of a bf16 checkpoint) uint16_t*
+    void *blob;               // the file's parameters
+    float *small;             // bf16 checkpoint: the small tensors widened to fp32
+} Model;
+
+static void tensor_sizes(const Config *c, size_t *n) {
+    size_t L = c->L, C = c->C;
+    size_t s[NTENSORS] = {(size_t)c->Vp * C, (size_t)c->maxT * C, L * C, L * C, L * 3 * C * C, L * 3 * C,
+                          L * C * C, L * C, L * C, L * C, L * 4 * C * C, L * 4 * C, L * 4 * C * C, L * C, C, C};
+    memcpy(n, s, sizeof(s));
+}
+
+static void load_model(Model *m, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot open model checkpoint", path);
+    int h[256];
+    if (fread(h, sizeof(int), 256, f) != 256) die("truncated model checkpoint: no 1024-byte header", path);
+    if (h[0] != 20240326) die("not an llm.c model checkpoint (bad magic number)", path);
+    if (h[1] != 3 && h[1] != 5) die("unsupported checkpoint version: expected 3 (fp32) or 5 (bf16)", path);
+    Config c = {h[2], h[3], h[4], h[5], h[6], h[7]};
+    if (c.maxT <= 0 || c.V <= 0 || c.L <= 0 || c.NH <= 0 || c.C <= 0 || c.Vp < c.V || c.C % c.NH)
+        die("bad checkpoint header sizes", path);
+    m->cfg = c;
+    m->half = h[1] == 5;
+    size_t n[NTENSORS], total = 0, esize = m->half ? 2 : 4;
+    tensor_sizes(&c, n);
+    for (int i = 0; i < NTENSORS; i++) total += n[i];
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    if (size != (long)(1024 + total * esize)) {
+        fprintf(stderr, "run: %s: expected %zu bytes from the header, found %ld\n", path, 1024 + total * esize, size);
+        exit(1);
+    }
+    fseek(f, 1024, SEEK_SET);
+    m->blob = xmalloc(total * esize);
+    if (fread(m->blob, esize, total, f) != total) die("read error", path);
+    fclose(f);
+    size_t nsmall = 0;
+    for (int i = 0; i < NTENSORS; i++) if (!IS_MATRIX[i]) nsmall += n[i];
+    m->small = m->half ? (float *)xmalloc(nsmall * sizeof(float)) : NULL;
+    char *at = (char *)m->blob;
+    float *small_at = m->small;
+    for (int i = 0; i < NTENSORS; i++) {
+        if (m->half && !IS_MATRIX[i]) {  // widen LayerNorm gains and biases once
+            for (size_t j = 0; j < n[i]; j++) small_at[j] = bf16_to_f32(((uint16_t *)at)[j]);
+            m->t[i] = small_at;
+            small_at += n[i];
+        } else {
+            m->t[i] = at;
+        }
+        at += n[i] * esize;
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// the forward pass over N rows of one stream (stream 0): prefill is N = prompt length, decode N = 1
+
+typedef struct {
+    float *x, *h, *qkv, *y, *f, *xf, *logits;  // activations for up to maxT rows; logits (Vp,)
+    float *kcache, *vcache;                    // (L, 1, NH, maxT, hs)
+    int *streams, *positions;
+} State;
+
+static void alloc_state(State *s, const Config *c) {
+    size_t T = c->maxT, C = c->C;
+    s->x = xmalloc(T * C * 4); s->h = xmalloc(T * C * 4); s->y = xmalloc(T * C * 4);
+    s->qkv = xmalloc(T * 3 * C * 4); s->f = xmalloc(T * 4 * C * 4);
+    s->xf = xmalloc(C * 4); s->logits = xmalloc((size_t)c->Vp * 4);
+    s->kcache = calloc((size_t)c->L * T * C, 4); s->vcache = calloc((size_t)c->L * T * C, 4);
+    s->streams = calloc(T, sizeof(int)); s->positions = xmalloc(T * sizeof(int));
+    if (!s->kcache || !s->vcache || !s->streams) die("out of memory", NULL);
+}
+
+static float w_elem(const Model *m, int t, size_t i) {
+    return m->half ? bf16_to_f32(((const uint16_t *)m->t[t])[i]) : ((const float *)m->t[t])[i];
+}
+
+static void matvec(const Model *m, float *out, const float *inp, int t, size_t layer_off, const float *bias,
+                   int N, int C, int OC) {
+    if (m->half) matvec_forward_bf16(out, inp, (const uint16_t *)m->t[t] + layer_off, bias, N, C, OC);
+    else matvec_forward(out, inp, (const float *)m->t[t] + layer_off, bias, N, C, OC);
+}
+
+// feed tokens[0..N) at positions pos0..pos0+N-1; leave the last row's logits in s->logits
+static void forward(const Model *m, State *s, const int *tokens, int pos0, int N) {
+    const Config *c = &m->cfg;
+    int C = c->C, NH = c->NH, T = c->maxT;
+    float **t = (float **)m->t;
+    for (int r = 0; r < N; r++) {
+        s->positions[r] = pos0 + r;
+        for (int i = 0; i < C; i++)
+            s->x[(size_t)r * C + i] = w_elem(m, WTE, (size_t)tokens[r] * C + i) + w_elem(m, WPE, (size_t)(pos0 + r) * C + i);
+    }
+    for (int l = 0; l < c->L; l++) {
+        size_t kv = (size_t)l * T * C;
+        layernorm_cached(s->h, s->x, t[LN1W] + l * C, t[LN1B] + l * C, N, C);
+        matvec(m, s->qkv, s->h, QKVW, (size_t)l * 3 * C * C, t[QKVB] + l * 3 * C, N, C, 3 * C);
+        kv_write(s->kcache + kv, s->vcache + kv, s->qkv, s->streams, s->positions, N, C, NH, T);
+        attention_cached(s->y, s->qkv, s->kcache + kv, s->vcache + kv, s->streams, s->positions, N, C, NH, T);
+        matvec(m, s->h, s->y, ATTPROJW, (size_t)l * C * C, t[ATTPROJB] + l * C, N, C, C);
+        for (size_t i = 0; i < (size_t)N * C; i++) s->x[i] += s->h[i];
+        layernorm_cached(s->h, s->x, t[LN2W] + l * C, t[LN2B] + l * C, N, C);
+        matvec(m, s->f, s->h, FCW, (size_t)l * 4 * C * C, t[FCB] + l * 4 * C, N, C, 4 * C);
+        gelu_forward(s->f, s->f, N * 4 * C);
+        matvec(m, s->h, s->f, FCPROJW, (size_t)l * 4 * C * C, t[FCPROJB] + l * C, N, 4 * C, C);
+        for (size_t i = 0; i < (size_t)N * C; i++) s->x[i] += s->h[i];
+    }
+    layernorm_cached(s->xf, s->x + (size_t)(N - 1) * C, t[LNFW], t[LNFB], 1, C);
+    matvec(m, s->logits, s->xf, WTE, 0, NULL, 1, C, c->Vp);  // the LM head is wte (tied)
+}
+
+// ------------------------------------------------------------------------------------------------
+// sampling: greedy, or temperature + top-p (nucleus) with a seeded xorshift generator
+
+static uint64_t rng_state;
+static float random_f32(void) {  // xorshift64*, top 24 bits -> [0, 1)
+    rng_state ^= rng_state >> 12; rng_state ^= rng_state << 25; rng_state ^= rng_state >> 27;
+    return (float)((rng_state * 0x2545F4914F6CDD1Dull) >> 40) / 16777216.0f;
+}
+
+typedef struct { float p; int i; } ProbIndex;
+static int by_prob_desc(const void *a, const void *b) {
+    float pa = ((const ProbIndex *)a)->p, pb = ((const ProbIndex *)b)->p;
+    return pa > pb ? -1 : pa < pb ? 1 : ((const ProbIndex *)a)->i - ((const ProbIndex *)b)->i;
+}
+
+static int sample(const float *logits, int V, float temperature, float top_p, ProbIndex *buf) {
+    int best = 0;
+    for (int i = 1; i < V; i++) if (logits[i] > logits[best]) best = i;
+    if (temperature == 0.0f) return best;
+    double sum = 0.0;
+    for (int i = 0; i < V; i++) { buf[i].p = expf((logits[i] - logits[best]) / temperature); buf[i].i = i; sum += buf[i].p; }
+    for (int i = 0; i < V; i++) buf[i].p /= (float)sum;
+    int n = V;
+    if (top_p > 0.0f && top_p < 1.0f) {  // keep the most likely tokens while the mass before each is < p
+        qsort(buf, V, sizeof(ProbIndex), by_prob_desc);
+        double before = 0.0;
+        for (n = 0; n < V && before < top_p; n++) before += buf[n].p;
+    }
+    double mass = 0.0;
+    for (int i = 0; i < n; i++) mass += buf[i].p;
+    double u = random_f32() * mass, cdf = 0.0;
+    for (int i = 0; i < n; i++) { cdf += buf[i].p; if (u < cdf) return buf[i].i; }
+    return buf[n - 1].i;
+}
+
+// ------------------------------------------------------------------------------------------------
+// the tokenizer: llm.c's decode table
+
+typedef struct {
+    int n, eot;
+    unsigned char **tok;
+    unsigned char *len;
+    int byte_id[256];  // the single-byte token of each byte, -1 if none
+} Tokenizer;
+
+static void load_tokenizer(Tokenizer *t, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) die("cannot open tokenizer file", path);
+    int h[256];
+    if (fread(h, sizeof(int), 256, f) != 256) die("truncated tokenizer: no 1024-byte header", path);
+    if (h[0] != 20240328 || h[1] != 2) die("not an llm.c tokenizer (expected magic 20240328, version 2)", path);
+    t->n = h[2]; t->eot = h[3];
+    if (t->n <= 0) die("bad tokenizer vocabulary size", path);
+    t->tok = xmalloc(t->n * sizeof(unsigned char *)); t->len = xmalloc(t->n);
+    for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
+    for (int i = 0; i < t->n; i++) {
+        if (fread(&t->len[i], 1, 1, f) != 1 || t->len[i] == 0) die("truncated or bad tokenizer table", path);
+        t->tok[i] = xmalloc(t->len[i]);
+        if (fread(t->tok[i], 1, t->len[i], f) != t->len[i]) die("truncated tokenizer table", path);
+        if (t->len[i] == 1 && i != t->eot && t->byte_id[t->tok[i][0]] < 0) t->byte_id[t->tok[i][0]] = i;
+    }
+    fclose(f);
+}
+
+// ------------------------------------------------------------------------------------------------
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: run model.bin [options]\n"
+            "  -z PATH   tokenizer .bin (llm.c format); without it token ids are printed\n"
+            "  -i TEXT   prompt text (encoded byte by byte)\n"
+            "  -I IDS    prompt token ids, space or comma separated (default: the EOT token)\n"
+            "  -n INT    new tokens to generate (default 256)\n"
+            "  -t FLOAT  temperature, 0 = greedy (default 1.0)\n"
+            "  -p FLOAT  top-p (default 1.0: off)\n"
+            "  -s INT    random seed (default: time)\n"
+            "  -x        stop at the EOT token\n"
+            "  -o ids    print generated token ids instead of text\n");
+    exit(1);
+}
+
+int main(int argc, char **argv) {
+    // OpenMP threads that spin while they wait starve the working thread whenever the cores are
+    // shared (5-10x slower on a busy machine). libgomp reads OMP_WAIT_POLICY before main runs, so
+    // if the user has not chosen, choose sleeping and restart once (Linux; elsewhere carry on).
+    if (!getenv("OMP_WAIT_POLICY")) {
+        setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
+        execv("/proc/self/exe", argv);
+    }
+    if (argc < 2 || argv[1][0] == '-') usage();
+    const char *model_path = argv[1], *tok_path = NULL, *text = NULL, *ids = NULL, *out_mode = "text";
+    int steps = 256, stop_eot = 0;
+    float temperature = 1.0f, top_p = 1.0f;
+    uint64_t seed = (uint64_t)time(NULL);
+    for (int i = 2; i < argc; i++) {
+        if (argv[i][0] != '-' || strlen(argv[i]) != 2) usage();
+        char o = argv[i][1];
+        if (o == 'x') { stop_eot = 1; continue; }
+        if (i + 1 >= argc) usage();
+        const char *v = argv[++i];
+        switch (o) {
+            case 'z': tok_path = v; break;
+            case 'i': text = v; break;
+            case 'I': ids = v; break;
+            case 'n': steps = atoi(v); break;
+            case 't': temperature = atof(v); break;
+            case 'p': top_p = atof(v); break;
+            case 's': seed = strtoull(v, NULL, 10); break;
+            case 'o': out_mode = v; break;
+            default: usage();
+        }
+    }
+    rng_state = seed ? seed : 0x9E3779B97F4A7C15ull;  // xorshift needs a non-zero state
+    if (temperature < 0.0f || steps < 0) die("temperature and -n must be >= 0", NULL);
+
+    Model m;
+    load_model(&m, model_path);
+    Config *c = &m.cfg;
+    Tokenizer tok = {0};
+    if (tok_path) load_tokenizer(&tok, tok_path);
+    int eot = tok_path ? tok.eot : -1;
+
+    int *prompt = xmalloc(((text ? strlen(text) : 0) + (ids ? strlen(ids) : 0) + 1) * sizeof(int)), P = 0;
+    if (ids) {
+        for (const char *s = ids; *s;) {
+            while (*s == ' ' || *s == ',') s++;
+            if (!*s) break;
+            char *end;
+            long id = strtol(s, &end, 10);
+            if (end == s) die("-I: expected token ids", NULL);
+            prompt[P++] = (int)id;
+            s = end;
+        }
+    } else if (text) {
+        if (!tok_path) die("-i needs a tokenizer (-z), or give ids with -I", NULL);
+        for (const unsigned char *s = (const unsigned char *)text; *s; s++) {
+            if (tok.byte_id[*s] < 0) die("the tokenizer has no single-byte token for a prompt byte", NULL);
+            prompt[P++] = tok.byte_id[*s];
+        }
+    } else if (eot >= 0) {
+        prompt[P++] = eot;
+    }
+    if (P == 0) die("empty prompt: give -i or -I (or a tokenizer, to start from EOT)", NULL);
+    if (P > c->maxT) die("the prompt is longer than the model's block_size", NULL);
+    for (int i = 0; i < P; i++)
+        if (prompt[i] < 0 || prompt[i] >= c->V) die("a prompt token id is outside [0, vocab_size)", NULL);
+    if (tok_path && tok.n < c->V) die("the tokenizer has fewer tokens than the model's vocabulary", tok_path);
+
+    State s;
+    alloc_state(&s, c);
+    ProbIndex *buf = xmalloc((size_t)c->V * sizeof(ProbIndex));
+    int text_out = tok_path && strcmp(out_mode, "ids") != 0;
+    if (text_out && text) { fputs(text, stdout); fflush(stdout); }
+
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    forward(&m, &s, prompt, 0, P);  // prefill: the whole prompt in one pass
+    int pos = P, generated = 0;
+    while (generated < steps) {
+        int next = sample(s.logits, c->V, temperature, top_p, buf);
+        if (stop_eot && next == eot) break;
+        generated++;
+        if (text_out) fwrite(tok.tok[next], 1, tok.len[next], stdout);
+        else printf("%d ", next);
+        fflush(stdout);
+        if (generated == steps || pos >= c->maxT) break;  // done, or the context is full
+        forward(&m, &s, &next, pos, 1);
+        pos++;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("\n");
+    double secs = (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+    fprintf(stderr, "%d prompt + %d new tokens in %.2f s (%.1f tok/s, %d threads, %s weights)\n", P, generated,
+            secs, generated / secs, decode_get_threads(), m.half ? "bf16" : "fp32");
+    return 0;
+}
