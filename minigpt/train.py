@@ -227,8 +227,14 @@ def truncate_log(path, step):
     """Keep only the records before `step`: a resumed run writes the rest again."""
     if not os.path.exists(path):
         return
+    lines = []
     with open(path) as f:
-        lines = [ln for ln in f if ln.strip() and json.loads(ln).get("step", 0) < step]
+        for ln in f:
+            try:
+                if json.loads(ln).get("step", 0) < step:
+                    lines.append(ln)
+            except json.JSONDecodeError:  # a line cut short by a kill: it is rewritten anyway
+                pass
     atomic_write(path, lambda f: f.write("".join(lines).encode()))
 
 
