@@ -14,6 +14,7 @@ import ast
 import json
 import math
 import os
+import sys
 import time
 
 import numpy as np
@@ -374,6 +375,14 @@ def settings_from(args):
 
 
 def run(args):
+    try:
+        return run_training(args)
+    except (OSError, ValueError) as e:  # bad settings, missing or damaged files: a message, not a traceback
+        print(f"minigpt train: error: {e}", file=sys.stderr)
+        return 2
+
+
+def run_training(args):
     s, resume = settings_from(args)
     train_paths, val_paths, vocab_size, tok = open_data(s)
     cfg = model_config(s, vocab_size)

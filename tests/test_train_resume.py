@@ -114,8 +114,11 @@ def test_a_whole_run_leaves_samples_log_plot_and_refuses_to_overwrite(tmp_path, 
     assert [s for s, _ in train_losses] == list(range(12))
     assert [s for s, _ in val_losses] == [0, 5, 10, 12]
     assert os.path.getsize(os.path.join(out, "loss.png")) > 1000
-    with pytest.raises(FileExistsError, match="--resume"):
-        main(["train", *args])
+    assert main(["train", *args]) == 2
+    err = capsys.readouterr().err
+    assert "already holds checkpoints" in err and "--resume" in err
+    assert main(["train", "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "no such training state" in capsys.readouterr().err
     # resuming a finished run with more steps continues it
     assert main(["train", "--resume", out, "--steps", "14", "--no-plot"]) == 0
     assert [s for s, _ in read_log(out)[0]] == list(range(14))
