@@ -5,7 +5,8 @@ block_size=64, batch_size=12, max_iters=2000, lr 1e-3 cosine-decayed to 1e-4 ove
 100 warmup, AdamW betas (0.9, 0.99), weight decay 0.1, grad clip 1.0, dropout 0: val loss about 1.88.
 Bytes of tinyshakespeare.txt are its characters (it is ASCII), so vocab 256 with no merges is that task.
 
-Both sides start from the same weights and see the same batches in the same order; PyTorch runs
+Training windows start at uniformly random offsets, as nanoGPT's get_batch (--sampling epoch: minigpt's
+default epoch grid instead). Both sides start from the same weights and see the same batches in the same order; PyTorch runs
 the same model (benches/torch_gpt2.py) with torch.optim.AdamW and the same schedule and clipping.
 Val loss is measured on every window of the val split (the last 10%), not a random sample.
 
@@ -46,8 +47,8 @@ def shards(folder):
     return train, val
 
 
-def train_minigpt(model, train, val, iters, log):
-    loader = DataLoader([train], B, T, seed=SEED)
+def train_minigpt(model, train, val, iters, sampling, log):
+    loader = DataLoader([train], B, T, seed=SEED, sampling=sampling)
     t0 = time.perf_counter()
     for step in range(iters):
         loss = train_step(model, loader)
@@ -60,13 +61,13 @@ def train_minigpt(model, train, val, iters, log):
     return wall, loss, evaluate(model, val_loader, val_loader.num_windows() // B)
 
 
-def train_torch(torch, tmodel, train, val, iters, log):
+def train_torch(torch, tmodel, train, val, iters, sampling, log):
     from torch.nn.utils import clip_grad_norm_
     decay = [p for n, p in tmodel.p.items() if n in MATRIX_NAMES]
     no_decay = [p for n, p in tmodel.p.items() if n not in MATRIX_NAMES]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=LR, betas=BETAS, eps=1e-8)
-    loader = DataLoader([train], B, T, seed=SEED)  # the same batches in the same order
+    loader = DataLoader([train], B, T, seed=SEED, sampling=sampling)  # the same batches in the same order
     t0 = time.perf_counter()
     for step in range(iters):
         x, y = loader.next_batch()
@@ -93,6 +94,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--iters", type=int, default=2000)
     ap.add_argument("--backend", default=None, help="minigpt backend (default: the fastest built)")
+    ap.add_argument("--sampling", default="random", choices=["random", "epoch"],
+                    help="training windows: random offsets as nanoGPT (default), or minigpt's epoch grid")
     args = ap.parse_args()
     n = threads()
     if not os.path.exists(DATA):
@@ -109,14 +112,15 @@ def main():
             torch.manual_seed(SEED)
             from torch_gpt2 import TorchGPT2
             tmodel = TorchGPT2(model)  # the same initial weights
-        wall, train_loss, val_loss = train_minigpt(model, train, val, args.iters, log)
+        wall, train_loss, val_loss = train_minigpt(model, train, val, args.iters, args.sampling, log)
         figures = {"val_loss": round(val_loss, 4), "wall_s": round(wall, 1), "train_loss": round(train_loss, 4),
-                   "iters": args.iters, "threads": n, "backend": model.backend.name, "target_val_loss": TARGET,
+                   "iters": args.iters, "threads": n, "sampling": args.sampling, "backend": model.backend.name,
+                   "target_val_loss": TARGET,
                    "reached_target": bool(val_loss <= TARGET)}
         tokens = args.iters * B * T
         rows = [[f"minigpt ({model.backend.name})", train_loss, val_loss, wall, tokens / wall]]
         if tmodel is not None:
-            t_wall, t_train, t_val = train_torch(torch, tmodel, train, val, args.iters, log)
+            t_wall, t_train, t_val = train_torch(torch, tmodel, train, val, args.iters, args.sampling, log)
             rows.append([f"torch {torch.__version__}", t_train, t_val, t_wall, tokens / t_wall])
             figures.update(torch_wall_s=round(t_wall, 1), torch_val_loss=round(t_val, 4),
                            minigpt_vs_torch=round(t_wall / wall, 3))
@@ -124,7 +128,7 @@ def main():
             rows.append(["torch", "skipped: not installed", "", "", ""])
             figures["torch"] = "skipped: not installed"
     print(f"Shakespeare, bytes, L4 H4 C128 T64 B12, {args.iters} iters, {n} threads "
-          f"(nanoGPT's val loss: {TARGET})")
+          f"{args.sampling} windows (nanoGPT's val loss: {TARGET})")
     table(rows, ["run", "final train loss", "val loss", "wall s", "tokens/s"])
     emit(figures)
 

@@ -10,6 +10,10 @@ With a seed, every epoch has its own shard order, its own window order per shard
 shard's window grid by a random offset in [0, T), so successive epochs see different cuts of the text.
 All of it is a function of (seed, epoch, shard), so the position (epoch, shard, window) is all a
 checkpoint needs to continue exactly.
+
+sampling="random" is nanoGPT's get_batch instead: every window starts at a uniformly random token
+(any shard, any offset), drawn independently for each batch from (seed, batch number); the position
+is the number of batches drawn so far.
 """
 import glob
 import os
@@ -33,15 +37,22 @@ def shard_paths(pattern):
 
 
 class DataLoader:
-    def __init__(self, shards, B, T, seed=None):
+    def __init__(self, shards, B, T, seed=None, sampling="epoch"):
+        if sampling not in ("epoch", "random"):
+            raise ValueError(f"sampling must be 'epoch' or 'random', got {sampling!r}")
+        if sampling == "random" and seed is None:
+            raise ValueError("sampling='random' needs a seed")
         self.paths = shard_paths(shards)
-        self.B, self.T, self.seed = B, T, seed
+        self.B, self.T, self.seed, self.sampling = B, T, seed, sampling
         self.tokens = [read_shard(p, mmap=True) for p in self.paths]  # memory-mapped: no copy
         if all(len(t) < T + 1 for t in self.tokens):
             sizes = [len(t) for t in self.tokens]
             raise ValueError(f"every shard is shorter than one window of T+1={T + 1} tokens "
                              f"(shard sizes {sizes}): use a smaller sequence length or more data")
         self.epoch = self.shard = self.window = 0  # the position: next window to read
+        self.batches = 0                            # the position for sampling="random"
+        # random sampling: window starts 0 .. n-T-1 of every shard, numbered one after the other
+        self._starts_cum = np.cumsum([max(0, len(t) - T) for t in self.tokens])
         self._plan()
 
     # the order of one epoch: a pure function of (seed, epoch)
@@ -80,9 +91,19 @@ class DataLoader:
                 self.epoch, self.shard = self.epoch + 1, 0
                 self._plan()
 
+    def random_windows(self):
+        rng = np.random.default_rng([self.seed, self.batches])
+        self.batches += 1
+        picks = rng.integers(0, self._starts_cum[-1], size=self.B)       # (B,) over all shards' starts
+        shards = np.searchsorted(self._starts_cum, picks, side="right")  # which shard each falls in
+        starts = picks - np.concatenate([[0], self._starts_cum])[shards]
+        return [self.tokens[s][i:i + self.T + 1] for s, i in zip(shards, starts)]
+
     def next_batch(self):
         """(x, y): int64 arrays (B, T), y the next tokens of x."""
-        buf = np.stack([self.next_window() for _ in range(self.B)]).astype(np.int64)  # (B, T+1)
+        windows = (self.random_windows() if self.sampling == "random"
+                   else [self.next_window() for _ in range(self.B)])
+        buf = np.stack(windows).astype(np.int64)  # (B, T+1)
         return buf[:, :-1], buf[:, 1:]
 
     def num_windows(self):
@@ -91,10 +112,11 @@ class DataLoader:
 
     # position, for checkpoints
     def state(self):
-        return {"epoch": self.epoch, "shard": self.shard, "window": self.window}
+        return {"epoch": self.epoch, "shard": self.shard, "window": self.window, "batches": self.batches}
 
     def load_state(self, state):
         self.epoch, self.shard, self.window = int(state["epoch"]), int(state["shard"]), int(state["window"])
+        self.batches = int(state.get("batches", 0))
         self._plan()
         if not 0 <= self.shard < len(self.paths):
             raise ValueError(f"data position {state} does not fit {len(self.paths)} shards")

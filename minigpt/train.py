@@ -37,7 +37,7 @@ PRESETS = {
 DEFAULTS = dict(
     data=None, vocab_size=None, out=None,
     model="tiny", n_layer=None, n_head=None, n_embd=None, block_size=None,
-    batch_size=16, seq_len=None, grad_accum=1, steps=300,
+    batch_size=16, seq_len=None, grad_accum=1, sampling="epoch", steps=300,
     lr=1e-3, min_lr=None, warmup=30, decay="cosine", weight_decay=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
     grad_clip=1.0, dropout=0.0,
     eval_every=100, eval_batches=20, sample_every=None, sample_tokens=200, temperature=0.8, top_k=None,
@@ -51,6 +51,7 @@ HELP = dict(
     model=f"size preset: {', '.join(PRESETS)}",
     seq_len="T of the training windows (default: block_size)",
     grad_accum="micro-batches per step: the step sees batch_size x grad_accum sequences",
+    sampling="epoch: every window once per epoch, shuffled | random: random offsets (nanoGPT)",
     steps="optimizer steps in all", min_lr="floor of the decay (default lr / 10)",
     decay="cosine | linear | constant", grad_clip="clip the global gradient norm to this (0: off)",
     dropout="probability (training only; 0 = off)", sample_every="default: eval_every",
@@ -395,7 +396,7 @@ def run_training(args):
                               f"or give another --out")
     s["out"] = run_dir
 
-    train_loader = DataLoader(train_paths, s["batch_size"], s["seq_len"], seed=s["seed"])
+    train_loader = DataLoader(train_paths, s["batch_size"], s["seq_len"], seed=s["seed"], sampling=s["sampling"])
     val_loader = DataLoader(val_paths, s["batch_size"], s["seq_len"], seed=None)
     if resume:
         state_path, info, m, v = resume

@@ -46,20 +46,22 @@ def test_yields_exactly_the_shards_tokens(tmp_path):
 
 @settings(max_examples=25)
 @given(sizes=st.lists(st.integers(1, 60), min_size=1, max_size=4), T=st.integers(1, 8), B=st.integers(1, 4),
-       seed=st.integers(0, 2**31), before=st.integers(0, 30))
-def test_seeded_order_is_deterministic_and_resumes_exactly(tmp_path_factory, sizes, T, B, seed, before):
+       seed=st.integers(0, 2**31), before=st.integers(0, 30), sampling=st.sampled_from(["epoch", "random"]))
+def test_seeded_order_is_deterministic_and_resumes_exactly(tmp_path_factory, sizes, T, B, seed, before, sampling):
     sizes[0] = max(sizes[0], T + 1)  # at least one window somewhere
     paths, tokens = make_shards(tmp_path_factory.mktemp("s"), sizes, seed=seed % 1000)
-    a, b = DataLoader(paths, B, T, seed=seed), DataLoader(paths, B, T, seed=seed)
+    a, b = DataLoader(paths, B, T, seed=seed, sampling=sampling), DataLoader(paths, B, T, seed=seed, sampling=sampling)
     for _ in range(before):
         np.testing.assert_array_equal(a.next_batch()[0], b.next_batch()[0])
-    c = DataLoader(paths, B, T, seed=seed)
+    c = DataLoader(paths, B, T, seed=seed, sampling=sampling)
     c.load_state(a.state())
     for _ in range(5):
         xa, ya = a.next_batch()
         xc, yc = c.next_batch()
         np.testing.assert_array_equal(xa, xc)
         np.testing.assert_array_equal(ya, yc)
+        for row in np.concatenate([xa, ya[:, -1:]], axis=1):  # every window is a real slice of a shard
+            assert any((t[i:i + T + 1] == row).all() for t in tokens for i in range(len(t) - T))
 
 
 def test_seeded_epoch_visits_each_window_once(tmp_path):
@@ -82,6 +84,20 @@ def test_seeded_epoch_visits_each_window_once(tmp_path):
         for w in windows:  # each a real slice of a shard
             assert any(tuple(t[i:i + T + 1].tolist()) == w for t in tokens for i in range(len(t) - T))
     assert epochs[0] != epochs[1] or epochs[1] != epochs[2]  # epochs are cut and ordered differently
+
+
+def test_random_sampling_covers_every_offset(tmp_path):
+    T = 3
+    paths, tokens = make_shards(tmp_path, [10, 2, 7])  # starts: 7 + 0 + 4
+    loader = DataLoader(paths, 50, T, seed=0, sampling="random")
+    seen = set()
+    for _ in range(10):
+        x, y = loader.next_batch()
+        seen.update(tuple(r) for r in np.concatenate([x, y[:, -1:]], axis=1).tolist())
+    expected = {tuple(t[i:i + T + 1].tolist()) for t in tokens for i in range(len(t) - T)}
+    assert seen == expected
+    with pytest.raises(ValueError, match="needs a seed"):
+        DataLoader(paths, 2, T, sampling="random")
 
 
 def test_too_short_shards_are_an_error(tmp_path):
