@@ -33,6 +33,26 @@ def file_crc32(path, chunk=1 << 24):
     return crc
 
 
+def get_moments(model):
+    """AdamW's (m, v) as host arrays (zeros before the first update). CudaGPT keeps them on the GPU."""
+    n = model.num_parameters
+    if getattr(model, "d_m", None) is not None:
+        return model.d_m.download(), model.d_v.download()
+    if model.m_memory is None:
+        return np.zeros(n, np.float32), np.zeros(n, np.float32)
+    return model.m_memory, model.v_memory
+
+
+def set_moments(model, m, v):
+    if hasattr(model, "d_m"):  # CudaGPT: moments live on the device
+        from .ops_cuda import DeviceArray
+        model.d_m, model.d_v = DeviceArray((m.size,)), DeviceArray((v.size,))
+        model.d_m.upload(m)
+        model.d_v.upload(v)
+    else:
+        model.m_memory, model.v_memory = m, v
+
+
 def paths(run_dir, step):
     base = os.path.join(run_dir, f"ckpt_{step:06d}")
     return base + ".bin", base + ".state"
@@ -43,8 +63,7 @@ def save(run_dir, step, model, info, keep=None):
     model_path, state_path = paths(run_dir, step)
     model.save(model_path)
     n = model.num_parameters
-    m = model.m_memory if model.m_memory is not None else np.zeros(n, np.float32)
-    v = model.v_memory if model.v_memory is not None else np.zeros(n, np.float32)
+    m, v = get_moments(model)
     info = dict(info, step=step, model_file=os.path.basename(model_path), model_crc32=file_crc32(model_path))
     body = [json.dumps(info).encode("utf-8"), np.ascontiguousarray(m, "<f4").tobytes(),
             np.ascontiguousarray(v, "<f4").tobytes()]

@@ -87,6 +87,13 @@ def carve(memory, shapes):
 
 
 class GPT:
+    def __new__(cls, config=None, backend=None, *args, **kwargs):
+        # "cuda" keeps everything in GPU memory: a CudaGPT (minigpt/gpt_cuda.py) drives the kernels
+        if cls is GPT and config is not None and (backend or backends.default()) == "cuda":
+            from .gpt_cuda import CudaGPT
+            cls = CudaGPT
+        return super().__new__(cls)
+
     def __init__(self, config, backend=None, seed=0, dtype=np.float32, threads=None, dropout=0.0):
         self.config = config
         self.dtype = np.dtype(dtype)

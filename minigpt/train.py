@@ -403,7 +403,7 @@ def run_training(args):
         model = GPT.load(os.path.join(run_dir, info["model_file"]), backend=s["backend"], threads=s["threads"])
         if model.config != cfg:
             raise ValueError(f"{state_path}: its model {model.config} differs from the settings' {cfg}")
-        model.m_memory, model.v_memory = m, v
+        checkpoint.set_moments(model, m, v)
         model.dropout = s["dropout"]
         model.dropout_rng.bit_generator.state = info["dropout_rng"]
         train_loader.load_state(info["loader"])
@@ -411,9 +411,13 @@ def run_training(args):
         truncate_log(os.path.join(run_dir, "log.jsonl"), start)
         print(f"resuming {run_dir} at step {start} from {state_path}")
     else:
-        model = GPT(cfg, backend=s["backend"], seed=s["seed"], threads=s["threads"], dropout=s["dropout"])
+        model = GPT(cfg, backend=s["backend"], seed=s["seed"], threads=s["threads"])
+        model.dropout = s["dropout"]
         start = 0
         atomic_write(os.path.join(run_dir, "settings.json"), lambda f: f.write(json.dumps(s, indent=1).encode()))
+    if model.dropout > 0 and model.backend.name == "cuda":
+        raise ValueError("--dropout is not implemented in the CUDA backend's forward (minigpt/gpt_cuda.py); "
+                         "use --dropout 0 or a CPU backend")
     print(f"model: {s['model']} L={cfg.n_layer} H={cfg.n_head} C={cfg.n_embd} T={s['seq_len']} "
           f"V={cfg.vocab_size}, {model.num_parameters:,} parameters, backend {model.backend.name}; "
           f"{len(train_paths)} train shards ({train_loader.num_windows() * s['seq_len']:,} tokens); "

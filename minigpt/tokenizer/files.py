@@ -1,0 +1,198 @@
+"""Step 4: tokenizer files.
+
+  our model file   text: header, special tokens, then one base64 token per id and the merges
+  .vocab listing   human-readable, one token per line (as minbpe's), written beside the model file
+  tiktoken ranks   `base64(token) rank` per line: OpenAI's format, in and out
+  llm.c .bin       decode table for llm.c's C runner: 256 x int32 header [20240328, 2, n_vocab,
+                   eot], then per token a uint8 length and its bytes
+
+Every writer writes a temp file and renames it, so a crash never leaves half a file.
+"""
+import base64
+import binascii
+import json
+import os
+import struct
+import tempfile
+
+MAGIC = "minigpt-bpe v1"
+LLMC_MAGIC, LLMC_VERSION = 20240328, 2
+
+
+def atomic_write(path, data):
+    path = os.fspath(path)
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _b64(tok):
+    return base64.b64encode(tok).decode("ascii")
+
+
+def _unb64(s, where):
+    try:
+        return base64.b64decode(s, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{where}: {s[:40]!r} is not base64") from None
+
+
+# ---------------------------------------------------------------------------- tiktoken rank files
+def read_tiktoken(path):
+    """Token bytes per rank from a tiktoken file; ranks must be 0..n-1, tokens distinct."""
+    with open(path, "rb") as f:
+        lines = f.read().decode("ascii", errors="replace").splitlines()
+    vocab, seen = {}, {}
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        where = f"{path}, line {n}"
+        parts = line.split()
+        if len(parts) != 2:
+            raise ValueError(f"{where}: expected 'base64 rank', found {len(parts)} fields: {line[:60]!r}")
+        tok = _unb64(parts[0], where)
+        try:
+            rank = int(parts[1])
+        except ValueError:
+            raise ValueError(f"{where}: rank {parts[1][:20]!r} is not an integer") from None
+        if not tok:
+            raise ValueError(f"{where}: empty token")
+        if rank < 0 or rank in vocab:
+            raise ValueError(f"{where}: rank {rank} is negative or repeated")
+        if tok in seen:
+            raise ValueError(f"{where}: token {tok!r} already has rank {seen[tok]}")
+        vocab[rank], seen[tok] = tok, rank
+    if not vocab:
+        raise ValueError(f"{path}: no ranks found (expected lines of 'base64 rank')")
+    if max(vocab) != len(vocab) - 1:
+        gap = next(i for i in range(len(vocab)) if i not in vocab)
+        raise ValueError(f"{path}: ranks must be 0..{len(vocab) - 1} without gaps; rank {gap} is missing")
+    return [vocab[i] for i in range(len(vocab))]
+
+
+def write_tiktoken(vocab, path):
+    atomic_write(path, "".join(f"{_b64(tok)} {i}\n" for i, tok in enumerate(vocab)).encode("ascii"))
+
+
+# ------------------------------------------------------------------------------ our model file
+def save(tok, path):
+    """Write tok to path (our format) and a .vocab listing beside it (path with suffix .vocab)."""
+    merges = tok.merges or []
+    lines = [MAGIC, f"pattern {json.dumps(tok.pattern)}", f"vocab {len(tok.vocab)}",
+             f"special {len(tok.special_tokens)}"]
+    lines += [f"{json.dumps(name)} {i}" for name, i in tok.special_tokens.items()]
+    lines.append(f"merges {len(merges)}")
+    lines += [_b64(t) for t in tok.vocab]
+    lines += [f"{a} {b} {t}" for a, b, t in merges]
+    atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    atomic_write(os.path.splitext(os.fspath(path))[0] + ".vocab", vocab_listing(tok).encode("utf-8"))
+
+
+def load(path, backend=None):
+    from .tokenizer import Tokenizer
+    with open(path, "rb") as f:
+        lines = f.read().decode("utf-8").split("\n")
+    pos = 0
+
+    def take(key):
+        nonlocal pos
+        if pos >= len(lines):
+            raise ValueError(f"{path}: file ends early, expected a line '{key} ...' at line {pos + 1}")
+        line = lines[pos]
+        pos += 1
+        if key is None:
+            return line
+        if not line.startswith(key + " "):
+            raise ValueError(f"{path}, line {pos}: expected '{key} ...', found {line[:60]!r}")
+        return line[len(key) + 1:]
+
+    first = take(None)
+    if first != MAGIC:
+        raise ValueError(f"{path}: not a minigpt tokenizer file: expected first line {MAGIC!r}, found {first[:60]!r}")
+    try:
+        pattern = json.loads(take("pattern"))
+        n_vocab = int(take("vocab"))
+        specials = {}
+        for _ in range(int(take("special"))):
+            name, i = take(None).rsplit(" ", 1)
+            specials[json.loads(name)] = int(i)
+        n_merges = int(take("merges"))
+        vocab = [_unb64(take(None), f"{path}, line {pos}") for _ in range(n_vocab)]
+        merges = [tuple(int(x) for x in take(None).split()) for _ in range(n_merges)]
+    except (json.JSONDecodeError, ValueError) as e:
+        raise ValueError(f"{path}, line {pos}: malformed tokenizer file ({e})") from None
+    if any(len(m) != 3 for m in merges):
+        raise ValueError(f"{path}: a merge line does not have 3 ids (left right new)")
+    if any(line.strip() for line in lines[pos:]):
+        raise ValueError(f"{path}, line {pos + 1}: unexpected content after the {n_merges} merges")
+    return Tokenizer(vocab, pattern, specials, merges=merges or None, backend=backend)
+
+
+def render(tok):
+    """Token bytes as readable text: invalid UTF-8 as U+FFFD, control characters escaped."""
+    s = tok.decode("utf-8", errors="replace")
+    return "".join(c if c.isprintable() or c == " " else f"\\u{ord(c):04x}" for c in s)
+
+
+def vocab_listing(tok):
+    """minbpe-style .vocab: `[left][right] -> [token] id` for merged tokens, `[token] id` otherwise."""
+    made = {}
+    for a, b, t in tok.merges or []:
+        made.setdefault(t, (a, b))
+    out = []
+    for i, t in enumerate(tok.vocab):
+        if i in made:
+            a, b = made[i]
+            out.append(f"[{render(tok.vocab[a])}][{render(tok.vocab[b])}] -> [{render(t)}] {i}")
+        else:
+            out.append(f"[{render(t)}] {i}")
+    out += [f"[{name}] {i} (special)" for name, i in tok.special_tokens.items()]
+    return "\n".join(out) + "\n"
+
+
+# ------------------------------------------------------------------------------ llm.c decode table
+def write_llmc(tok, path):
+    """llm.c's tokenizer .bin (version 2), for its C runner to print generated tokens."""
+    n, eot = tok.n_vocab, tok.eot
+    body = []
+    for i in range(n):
+        t = tok._decoder[i]
+        if t is None:
+            raise ValueError(f"id {i} has no token (a gap before a special token); llm.c needs every id 0..{n - 1}")
+        if not 1 <= len(t) <= 255:
+            raise ValueError(f"token {i} is {len(t)} bytes; llm.c's format stores lengths 1..255")
+        body.append(struct.pack("<B", len(t)) + t)
+    header = struct.pack("<256i", LLMC_MAGIC, LLMC_VERSION, n, eot, *([0] * 252))
+    atomic_write(path, header + b"".join(body))
+
+
+def read_llmc(path):
+    """(token bytes per id, eot id) from an llm.c tokenizer .bin; checks magic, version and length."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 1024:
+        raise ValueError(f"{path}: {len(data)} bytes, shorter than the 1024-byte header")
+    magic, version, n, eot = struct.unpack_from("<4i", data)
+    if magic != LLMC_MAGIC:
+        raise ValueError(f"{path}: magic {magic}, expected {LLMC_MAGIC} (llm.c tokenizer)")
+    if version != LLMC_VERSION:
+        raise ValueError(f"{path}: version {version}, expected {LLMC_VERSION}")
+    pos, toks = 1024, []
+    for i in range(n):
+        if pos >= len(data):
+            raise ValueError(f"{path}: ends after {i} of {n} tokens")
+        k = data[pos]
+        if pos + 1 + k > len(data):
+            raise ValueError(f"{path}: token {i} runs past the end of the file")
+        toks.append(data[pos + 1:pos + 1 + k])
+        pos += 1 + k
+    if pos != len(data):
+        raise ValueError(f"{path}: {len(data) - pos} bytes left after the {n} tokens")
+    return toks, eot
