@@ -123,3 +123,28 @@ def test_a_whole_run_leaves_samples_log_plot_and_refuses_to_overwrite(tmp_path, 
     assert main(["train", "--resume", out, "--steps", "14", "--no-plot"]) == 0
     assert [s for s, _ in read_log(out)[0]] == list(range(14))
     assert sorted(glob.glob(os.path.join(out, "ckpt_*.bin")))[-1].endswith("ckpt_000014.bin")
+
+
+def test_resume_on_the_cuda_backend_host_emulation(tmp_path, data, monkeypatch, capsys):
+    """CudaGPT keeps AdamW's moments on the device: a checkpoint must carry them there and back.
+    Runs on the host emulation of the CUDA library from tests/test_cuda.py (no GPU needed)."""
+    test_cuda = pytest.importorskip("test_cuda")
+    from minigpt import ops_cuda
+    host = test_cuda.HostLib()
+    monkeypatch.setattr(ops_cuda, "lib", host)
+    monkeypatch.setattr(ops_cuda, "ffi", host.ffi)
+    monkeypatch.setattr(ops_cuda, "_device_count", 1)
+    # a schedule that does not depend on --steps, so 3 steps + 3 resumed equal 6 in one go
+    args = SMALL + ["--data", data, "--backend", "cuda", "--decay", "constant", "--warmup", "0",
+                    "--eval-every", "3", "--checkpoint-every", "3"]
+    whole, parts = str(tmp_path / "whole"), str(tmp_path / "parts")
+    assert main(["train", *args, "--steps", "6", "--out", whole]) == 0
+    assert main(["train", *args, "--steps", "3", "--out", parts]) == 0
+    assert main(["train", "--resume", parts, "--steps", "6"]) == 0
+    assert "backend cuda" in capsys.readouterr().out
+    assert read_log(parts) == read_log(whole)
+    _, ma, va = checkpoint.load_state(checkpoint.paths(whole, 6)[1])
+    _, mb, vb = checkpoint.load_state(checkpoint.paths(parts, 6)[1])
+    assert np.abs(ma).max() > 0
+    np.testing.assert_array_equal(ma, mb)
+    np.testing.assert_array_equal(va, vb)
