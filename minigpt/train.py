@@ -344,7 +344,10 @@ def add_arguments(p):
         elif name in ("n_layer", "n_head", "n_embd", "block_size", "seq_len", "vocab_size", "threads",
                       "sample_every", "checkpoint_every", "top_k"):
             kind = int
-        p.add_argument(flag, type=kind, default=None, help=f"{HELP.get(name, '')} (default {default})".strip())
+        choices = {"model": list(PRESETS), "decay": ["cosine", "linear", "constant"],
+                   "sampling": ["epoch", "random"], "backend": ["numpy", "c", "cuda"]}.get(name)
+        shown = "" if default is None else f" (default {default})"
+        p.add_argument(flag, type=kind, default=None, choices=choices, help=(HELP.get(name, "") + shown).strip())
 
 
 def newest_run(root="runs"):
