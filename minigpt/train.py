@@ -104,7 +104,7 @@ def builtin_data(vocab_size):
     """runs/data/builtin-V: the built-in corpus, prepared once and reused."""
     from .prepare import bpe_available, prepare
     if vocab_size is None:
-        vocab_size = 2048 if bpe_available() else 256
+        vocab_size = 1024 if bpe_available() else 256  # small: a tiny model learns it in minutes
     out = os.path.join("runs", "data", f"builtin-{vocab_size}")
     if not os.path.exists(os.path.join(out, "meta.json")):
         from .corpus import builtin_documents
