@@ -94,7 +94,7 @@ class GPT:
             cls = CudaGPT
         return super().__new__(cls)
 
-    def __init__(self, config, backend=None, seed=0, dtype=np.float32, threads=None):
+    def __init__(self, config, backend=None, seed=0, dtype=np.float32, threads=None, dropout=0.0):
         self.config = config
         self.dtype = np.dtype(dtype)
         self.backend = backends.get(backend, dtype=self.dtype, threads=threads)
@@ -109,6 +109,15 @@ class GPT:
         self.B = self.T = 0
         self.inputs = self.targets = None
         self.loss = None
+        # dropout (off by default): zero each activation with probability `dropout` while training, on the
+        # embeddings and on each attention / MLP output before it joins the residual stream (nanoGPT's
+        # places, except inside attention, which is the kernels' business). Masks come from this RNG,
+        # so a seed reproduces them and a checkpoint can save its state.
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout, self.training = dropout, True
+        self.dropout_rng = np.random.default_rng(seed)
+        self.masks = None
         if seed is not None:
             self.init_weights(seed)
 
@@ -176,6 +185,9 @@ class GPT:
         self.inputs, self.targets = idx, targets
 
         k.encoder_forward(a["encoded"], idx, p["wte"], p["wpe"], B, T, C)  # (B, T, C)
+        self.masks = self._dropout_masks(B, T) if self.dropout > 0 and self.training else None
+        if self.masks:
+            a["encoded"] *= self.masks["encoded"]
         for l in range(L):
             residual = a["encoded"] if l == 0 else a["residual3"][l - 1]  # (B, T, C)
             k.layernorm_forward(a["ln1"][l], a["ln1_mean"][l], a["ln1_rstd"][l], residual,
@@ -183,6 +195,8 @@ class GPT:
             k.matmul_forward(a["qkv"][l], a["ln1"][l], p["qkvw"][l], p["qkvb"][l], B, T, C, 3 * C)
             k.attention_forward(a["atty"][l], a["preatt"][l], a["att"][l], a["qkv"][l], B, T, C, NH)
             k.matmul_forward(a["attproj"][l], a["atty"][l], p["attprojw"][l], p["attprojb"][l], B, T, C, C)
+            if self.masks:
+                a["attproj"][l] *= self.masks["attproj"][l]
             k.residual_forward(a["residual2"][l], residual, a["attproj"][l], B * T * C)
             k.layernorm_forward(a["ln2"][l], a["ln2_mean"][l], a["ln2_rstd"][l], a["residual2"][l],
                                 p["ln2w"][l], p["ln2b"][l], B, T, C)
@@ -190,6 +204,8 @@ class GPT:
             k.gelu_forward(a["fch_gelu"][l], a["fch"][l], B * T * 4 * C)
             k.matmul_forward(a["fcproj"][l], a["fch_gelu"][l], p["fcprojw"][l], p["fcprojb"][l],
                              B, T, 4 * C, C)
+            if self.masks:
+                a["fcproj"][l] *= self.masks["fcproj"][l]
             k.residual_forward(a["residual3"][l], a["residual2"][l], a["fcproj"][l], B * T * C)
         k.layernorm_forward(a["lnf"], a["lnf_mean"], a["lnf_rstd"], a["residual3"][L - 1],
                             p["lnfw"], p["lnfb"], B, T, C)
@@ -207,6 +223,13 @@ class GPT:
         self.dlosses = np.where(targets >= 0, w, 0).astype(self.dtype) / max(n_valid, 1)  # (B, T)
         self.loss = float((a["losses"].astype(np.float64) * self.dlosses).sum())
         return self.loss
+
+    def _dropout_masks(self, B, T):
+        """Inverted dropout: keep with probability 1 - p and scale by 1 / (1 - p), so eval needs no change."""
+        L, C, p = self.config.n_layer, self.config.n_embd, self.dropout
+        shapes = {"encoded": (B, T, C), "attproj": (L, B, T, C), "fcproj": (L, B, T, C)}
+        return {name: (self.dropout_rng.random(shape) >= p).astype(self.dtype) * self.dtype.type(1.0 / (1.0 - p))
+                for name, shape in shapes.items()}
 
     @property
     def logits(self):
@@ -241,6 +264,8 @@ class GPT:
             residual = a["encoded"] if l == 0 else a["residual3"][l - 1]   # (B, T, C)
             dresidual = d["encoded"] if l == 0 else d["residual3"][l - 1]  # (B, T, C)
             k.residual_backward(d["residual2"][l], d["fcproj"][l], d["residual3"][l], B * T * C)
+            if self.masks:  # through the dropout of the forward: the same mask
+                d["fcproj"][l] *= self.masks["fcproj"][l]
             k.matmul_backward(d["fch_gelu"][l], g["fcprojw"][l], g["fcprojb"][l], d["fcproj"][l],
                               a["fch_gelu"][l], p["fcprojw"][l], B, T, 4 * C, C)
             k.gelu_backward(d["fch"][l], a["fch"][l], d["fch_gelu"][l], B * T * 4 * C)
@@ -249,6 +274,8 @@ class GPT:
             k.layernorm_backward(d["residual2"][l], g["ln2w"][l], g["ln2b"][l], d["ln2"][l], a["residual2"][l],
                                  p["ln2w"][l], a["ln2_mean"][l], a["ln2_rstd"][l], B, T, C)
             k.residual_backward(dresidual, d["attproj"][l], d["residual2"][l], B * T * C)
+            if self.masks:
+                d["attproj"][l] *= self.masks["attproj"][l]
             k.matmul_backward(d["atty"][l], g["attprojw"][l], g["attprojb"][l], d["attproj"][l],
                               a["atty"][l], p["attprojw"][l], B, T, C, C)
             k.attention_backward(d["qkv"][l], d["preatt"][l], d["att"][l], d["atty"][l], a["qkv"][l],
@@ -257,6 +284,8 @@ class GPT:
                               B, T, C, 3 * C)
             k.layernorm_backward(dresidual, g["ln1w"][l], g["ln1b"][l], d["ln1"][l], residual,
                                  p["ln1w"][l], a["ln1_mean"][l], a["ln1_rstd"][l], B, T, C)
+        if self.masks:
+            d["encoded"] *= self.masks["encoded"]
         k.encoder_backward(g["wte"], g["wpe"], d["encoded"], self.inputs, B, T, C)
 
     # ----------------------------------------------------------------------------------------------
