@@ -4,7 +4,7 @@
     data          a `minigpt prepare` directory (meta.json + shards), or the built-in corpus by default
     schedule      lr_at: linear warmup, then cosine (or linear) decay to a floor (nanoGPT's formula)
     one step      train_step: k micro-batches accumulate gradients; clip_grad_norm; AdamW (model.update)
-    feedback      evaluate (fixed val batches), generate (samples), a tqdm bar, log.jsonl, loss.png
+    feedback      evaluate (fixed val batches), samples (model.generate), a tqdm bar, log.jsonl, loss.png
     checkpoints   minigpt/checkpoint.py: the model in llm.c format + a side file; --resume is bit-exact
 
 With no arguments it prepares the built-in corpus (pydoc topics + stdlib docstrings), trains a tiny
@@ -192,30 +192,6 @@ def evaluate(model, loader, batches):
         model.training = True
 
 
-def generate(model, prompt, max_new_tokens, temperature=1.0, top_k=None, rng=None):
-    """Continue prompt (token ids) one token at a time with a full forward over the last block_size
-    tokens (no KV cache: slow and obviously right). temperature 0 is greedy."""
-    rng = rng or np.random.default_rng()
-    V, maxT = model.config.vocab_size, model.config.block_size
-    ids = list(prompt)
-    model.training = False
-    try:
-        for _ in range(max_new_tokens):
-            model.forward(np.array([ids[-maxT:]]))
-            logits = model.logits[0, -1, :V].astype(np.float64)   # (V,) the padded columns never count
-            if temperature == 0:
-                ids.append(int(np.argmax(logits)))
-                continue
-            logits = logits / temperature
-            if top_k:
-                logits[logits < np.sort(logits)[-min(top_k, V)]] = -np.inf
-            p = np.exp(logits - logits.max())
-            ids.append(int(rng.choice(V, p=p / p.sum())))
-    finally:
-        model.training = True
-    return ids[len(prompt):]
-
-
 # --------------------------------------------------------------------------------------------------
 # the log
 
@@ -316,12 +292,16 @@ def train(model, s, train_loader, val_loader, run_dir, tok=None, start_step=0, l
 
 
 def sample_text(model, tok, s, step, n=1):
-    rng = np.random.default_rng([s["seed"], step])  # a function of the step: no state to checkpoint
-    out = []
-    for i in range(n):
-        ids = generate(model, [tok.eot], s["sample_tokens"], s["temperature"], s["top_k"], rng)
-        out.append(f"--- sample {i + 1} at step {step} ---\n{tok.decode(ids)}")
-    return "\n".join(out)
+    """n samples from <|endoftext|> with the KV-cache engine (minigpt/sample.py), at most the context
+    length; the seed is a function of the step, so there is no sampler state to checkpoint."""
+    new = min(s["sample_tokens"], model.config.block_size - 1)
+    model.training = False
+    try:
+        samples = model.generate([tok.eot], new, temperature=s["temperature"], top_k=s["top_k"],
+                                 seed=s["seed"] * 1_000_003 + step, n=n)
+    finally:
+        model.training = True
+    return "\n".join(f"--- sample {i + 1} at step {step} ---\n{tok.decode(ids)}" for i, ids in enumerate(samples))
 
 
 # --------------------------------------------------------------------------------------------------

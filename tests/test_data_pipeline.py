@@ -224,3 +224,25 @@ def test_shards_split_small_corpus_into_val_and_train(tmp_path):
         class Big(ByteTokenizer):
             eot = 70000
         write_shards(["x"], Big(), str(tmp_path), 1000)
+
+
+@needs_data
+def test_end_to_end_warc_to_shards_to_training(tmp_path):
+    from minigpt.cli import main
+    """The recipe's first three stages joined: Common Crawl-style WARC -> FineWeb filters -> GPT-2
+    tokens in llm.c shards -> `minigpt train` learns from them."""
+    gpt2 = WARC_DIR.parent / "gpt2.tiktoken"
+    data, run = tmp_path / "data", tmp_path / "run"
+    assert main(["data", str(DEBIAN), "--out", str(data), "--tokenizer", str(gpt2),
+                 "--skip", ",".join(QUALITY)]) == 0
+    shards = sorted((data / "shards").iterdir())
+    assert [p.name for p in shards] == ["data_train_000001.bin", "data_val_000000.bin"]
+    assert read_shard(shards[1])[0] == 50256  # <|endoftext|> opens every document
+    assert main(["train", "--data", str(data / "shards"), "--vocab-size", "50257", "--n-layer", "1",
+                 "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
+                 "--steps", "20", "--eval-every", "10", "--eval-batches", "2", "--backend", "numpy",
+                 "--out", str(run)]) == 0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    val = [r["val_loss"] for r in log if "val_loss" in r]
+    assert len(val) >= 2 and val[-1] < val[0]  # it learned something from the shards
+    assert (run / "ckpt_000020.bin").exists()

@@ -11,7 +11,7 @@ from minigpt.dataloader import DataLoader
 from minigpt.fileio import FileFormatError, write_shard
 from minigpt.model import PARAM_NAMES
 from minigpt.prepare import ByteTokenizer, prepare, read_documents
-from minigpt.train import clip_grad_norm, generate, lr_at, read_config, train_step
+from minigpt.train import clip_grad_norm, lr_at, read_config, sample_text, train_step
 
 
 def tiny(V=40, L=2, NH=2, C=16, maxT=16):
@@ -110,19 +110,6 @@ def test_dropout_gradient_check_and_switches():
         GPT(cfg, backend="numpy", dropout=1.0)
 
 
-def test_generate_greedy_is_argmax_of_full_forward():
-    cfg = tiny()
-    model = GPT(cfg, backend="numpy", seed=3)
-    out = generate(model, [1, 2], 5, temperature=0)
-    ids = [1, 2]
-    for _ in range(5):
-        model.forward(np.array([ids]))
-        ids.append(int(np.argmax(model.logits[0, -1, :cfg.vocab_size])))
-    assert out == ids[2:]
-    sampled = generate(model, [1], 20, temperature=1.0, top_k=3, rng=np.random.default_rng(0))
-    assert len(sampled) == 20 and all(0 <= t < cfg.vocab_size for t in sampled)
-
-
 # --------------------------------------------------------------------------------------------------
 # checkpoints
 
@@ -192,3 +179,18 @@ def test_config_file_formats(tmp_path):
     p.write_text("learning_rate = 3\n")
     with pytest.raises(ValueError, match="unknown settings"):
         read_config(str(p))
+
+
+def test_samples_come_from_the_kv_cache_engine():
+    class Bytes:  # a byte-level tokenizer: what sample_text needs of one
+        eot = 0
+
+        def decode(self, ids):
+            return bytes(ids).decode("utf-8", "replace")
+    cfg = tiny()
+    model = GPT(cfg, backend="numpy", seed=3)
+    s = dict(sample_tokens=10_000, temperature=0.8, top_k=5, seed=7)
+    text = sample_text(model, Bytes(), s, step=5, n=2)
+    assert text.count("--- sample") == 2
+    assert text == sample_text(model, Bytes(), s, step=5, n=2)      # reproducible at a step
+    assert model.training                                              # restored afterwards
