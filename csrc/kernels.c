@@ -1,0 +1,379 @@
+/* Every op of GPT-2 in C, forward and backward: the same maths as minigpt/ops.py, which is the
+ * specification (read it first: the shapes are commented there). OpenMP splits the work so that
+ * each output element has exactly one writer in a fixed order: results do not depend on the thread
+ * count. Inner loops are written to vectorise (`omp simd`, a branch-free exp), so GELU, LayerNorm and
+ * the softmaxes run at AVX2 width when compiled with -march=native. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#include "minigpt.h"
+
+void set_threads(int n) {
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+#endif
+    (void)n;
+}
+
+int get_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+/* exp(x) for x <= 88.7, branch-free so loops over it vectorise (Cephes expf: |rel err| < 2 ulp).
+ * x = n ln2 + r with |r| <= ln2/2; exp(r) by a degree-6 polynomial; 2^n built in the exponent bits.
+ * Below -87.3 the result is 0 (float's normal range ends there). */
+static inline float exp_f(float x) {
+    float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
+    float n = floorf(xc * 1.44269504088896341f + 0.5f);
+    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    union { int32_t i; float f; } two_n = {.i = ((int32_t)n + 127) << 23};
+    return x < -87.3f ? 0.0f : y * two_n.f;
+}
+
+/* tanh(u) = sign(u) (1 - e) / (1 + e) with e = exp(-2|u|) <= 1: never overflows */
+static inline float tanh_f(float u) {
+    float e = exp_f(-2.0f * fabsf(u));
+    float t = (1.0f - e) / (1.0f + e);
+    return u < 0.0f ? -t : t;
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* encoder */
+
+void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B, int T, int C) {
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            float *o = out + ((long)b * T + t) * C;
+            const float *e = wte + (long)inp[b * T + t] * C, *p = wpe + (long)t * C;
+            #pragma omp simd
+            for (int c = 0; c < C; c++) o[c] = e[c] + p[c];
+        }
+}
+
+/* split over channels: each thread owns a slice of columns of dwte and dwpe, and adds every (b, t)
+ * into it in order, so a token that appears twice is summed without races (np.add.at's job) */
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp, int B, int T, int C) {
+    #pragma omp parallel for
+    for (int c0 = 0; c0 < C; c0 += 64) {
+        int c1 = c0 + 64 < C ? c0 + 64 : C;
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) {
+                const float *d = dout + ((long)b * T + t) * C;
+                float *we = dwte + (long)inp[b * T + t] * C, *wp = dwpe + (long)t * C;
+                #pragma omp simd
+                for (int c = c0; c < c1; c++) {
+                    we[c] += d[c];
+                    wp[c] += d[c];
+                }
+            }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* layernorm */
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                       const float *b, int B, int T, int C) {
+    long rows = (long)B * T;
+    #pragma omp parallel for
+    for (long i = 0; i < rows; i++) {
+        const float *x = inp + i * C;
+        float s = 0.0f;
+        #pragma omp simd reduction(+:s)
+        for (int c = 0; c < C; c++) s += x[c];
+        float m = s / C, v = 0.0f;
+        #pragma omp simd reduction(+:v)
+        for (int c = 0; c < C; c++) v += (x[c] - m) * (x[c] - m);
+        float r = 1.0f / sqrtf(v / C + 1e-5f);
+        float *o = out + i * C;
+        #pragma omp simd
+        for (int c = 0; c < C; c++) o[c] = (x[c] - m) * r * w[c] + b[c];
+        mean[i] = m;
+        rstd[i] = r;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                        const float *w, const float *mean, const float *rstd, int B, int T, int C) {
+    long rows = (long)B * T;
+    /* dinp, row by row: rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) */
+    #pragma omp parallel for
+    for (long i = 0; i < rows; i++) {
+        const float *x = inp + i * C, *d = dout + i * C;
+        float m = mean[i], r = rstd[i], sd = 0.0f, sdn = 0.0f;
+        #pragma omp simd reduction(+:sd, sdn)
+        for (int c = 0; c < C; c++) {
+            float dn = d[c] * w[c];
+            sd += dn;
+            sdn += dn * (x[c] - m) * r;
+        }
+        sd /= C;
+        sdn /= C;
+        float *di = dinp + i * C;
+        #pragma omp simd
+        for (int c = 0; c < C; c++) di[c] += r * (d[c] * w[c] - sd - (x[c] - m) * r * sdn);
+    }
+    /* dw, db: sums over rows, split over channels so each has one writer */
+    #pragma omp parallel for
+    for (int c0 = 0; c0 < C; c0 += 64) {
+        int c1 = c0 + 64 < C ? c0 + 64 : C;
+        float sw[64] = {0}, sb[64] = {0};
+        for (long i = 0; i < rows; i++) {
+            const float *x = inp + i * C, *d = dout + i * C;
+            float m = mean[i], r = rstd[i];
+            #pragma omp simd
+            for (int c = c0; c < c1; c++) {
+                sb[c - c0] += d[c];
+                sw[c - c0] += d[c] * (x[c] - m) * r;
+            }
+        }
+        for (int c = c0; c < c1; c++) {
+            db[c] += sb[c - c0];
+            dw[c] += sw[c - c0];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* matmul: three strided products of one sgemm (weights are (OC, C), as in llm.c) */
+
+void matmul_forward(float *out, const float *inp, const float *w, const float *bias,
+                    int B, int T, int C, int OC) {
+    int M = B * T;
+    if (bias) {  /* start from the bias, then add inp @ w^T */
+        #pragma omp parallel for
+        for (int i = 0; i < M; i++) memcpy(out + (long)i * OC, bias, sizeof(float) * OC);
+    }
+    /* out (M x OC) = inp (M x C) . w^T: B(p, j) = w[j*C + p] */
+    sgemm(M, OC, C, inp, C, 1, w, 1, C, out, OC, bias != NULL);
+}
+
+void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp,
+                     const float *w, int B, int T, int C, int OC) {
+    int M = B * T;
+    sgemm(M, C, OC, dout, OC, 1, w, C, 1, dinp, C, 1);   /* dinp (M x C) += dout (M x OC) . w (OC x C) */
+    sgemm(OC, C, M, dout, 1, OC, inp, C, 1, dw, C, 1);   /* dw (OC x C) += dout^T (OC x M) . inp (M x C) */
+    if (dbias) {
+        #pragma omp parallel for
+        for (int o0 = 0; o0 < OC; o0 += 256) {
+            int o1 = o0 + 256 < OC ? o0 + 256 : OC;
+            float s[256] = {0};
+            for (int i = 0; i < M; i++) {
+                const float *d = dout + (long)i * OC;
+                #pragma omp simd
+                for (int o = o0; o < o1; o++) s[o - o0] += d[o];
+            }
+            for (int o = o0; o < o1; o++) dbias[o] += s[o - o0];
+        }
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* causal self-attention; inp (B, T, 3C) holds q, k, v side by side; head h uses channels h*hs.. */
+
+void attention_forward(float *out, float *preatt, float *att, const float *inp, int B, int T, int C, int NH) {
+    int hs = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    #pragma omp parallel for collapse(3)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int t = 0; t < T; t++) {
+                const float *q = inp + ((long)b * T + t) * C3 + h * hs;
+                float *pre = preatt + (((long)b * NH + h) * T + t) * T;
+                float *a = att + (((long)b * NH + h) * T + t) * T;
+                float mx = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) {  /* scores q . k for the visible positions */
+                    const float *k = inp + ((long)b * T + t2) * C3 + C + h * hs;
+                    float s = 0.0f;
+                    #pragma omp simd reduction(+:s)
+                    for (int i = 0; i < hs; i++) s += q[i] * k[i];
+                    s *= scale;
+                    pre[t2] = s;
+                    mx = s > mx ? s : mx;
+                }
+                float sum = 0.0f;
+                #pragma omp simd reduction(+:sum)
+                for (int t2 = 0; t2 <= t; t2++) {  /* stable softmax: the row max is subtracted */
+                    float e = exp_f(pre[t2] - mx);
+                    a[t2] = e;
+                    sum += e;
+                }
+                float inv = 1.0f / sum;
+                for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
+                for (int t2 = t + 1; t2 < T; t2++) {  /* the future: masked, as the reference shows it */
+                    pre[t2] = -INFINITY;
+                    a[t2] = 0.0f;
+                }
+                float *o = out + ((long)b * T + t) * C + h * hs;  /* y = att . v */
+                for (int i = 0; i < hs; i++) o[i] = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *v = inp + ((long)b * T + t2) * C3 + 2 * C + h * hs;
+                    float w = a[t2];
+                    #pragma omp simd
+                    for (int i = 0; i < hs; i++) o[i] += w * v[i];
+                }
+            }
+}
+
+/* One (b, h) per task: dk and dv of a head collect from every t, and only that task writes them. */
+void attention_backward(float *dinp, float *dpreatt, float *datt, const float *dout, const float *inp,
+                        const float *att, int B, int T, int C, int NH) {
+    int hs = C / NH, C3 = 3 * C;
+    float scale = 1.0f / sqrtf((float)hs);
+    #pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            float *da = malloc(sizeof(float) * (T > 0 ? T : 1));
+            if (!da) abort();
+            for (int t = 0; t < T; t++) {
+                const float *dy = dout + ((long)b * T + t) * C + h * hs;
+                const float *a = att + (((long)b * NH + h) * T + t) * T;
+                float *dat = datt + (((long)b * NH + h) * T + t) * T;
+                float *dpre = dpreatt + (((long)b * NH + h) * T + t) * T;
+                /* da = dy . v for every t2: the reference's datt is the full (T, T) product */
+                for (int t2 = 0; t2 < T; t2++) {
+                    const float *v = inp + ((long)b * T + t2) * C3 + 2 * C + h * hs;
+                    float s = 0.0f;
+                    #pragma omp simd reduction(+:s)
+                    for (int i = 0; i < hs; i++) s += dy[i] * v[i];
+                    da[t2] = s;
+                    dat[t2] += s;
+                }
+                /* softmax backward: dpre = att * (da - <da, att>); zero where masked (att = 0) */
+                float dot = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) dot += da[t2] * a[t2];
+                const float *q = inp + ((long)b * T + t) * C3 + h * hs;
+                float *dq = dinp + ((long)b * T + t) * C3 + h * hs;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    float dp = a[t2] * (da[t2] - dot);
+                    dpre[t2] += dp;
+                    const float *k = inp + ((long)b * T + t2) * C3 + C + h * hs;
+                    float *dk = dinp + ((long)b * T + t2) * C3 + C + h * hs;
+                    float *dv = dinp + ((long)b * T + t2) * C3 + 2 * C + h * hs;
+                    float g = dp * scale, w = a[t2];
+                    #pragma omp simd
+                    for (int i = 0; i < hs; i++) {
+                        dq[i] += g * k[i];
+                        dk[i] += g * q[i];
+                        dv[i] += w * dy[i];
+                    }
+                }
+            }
+            free(da);
+        }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* gelu (tanh approximation), residual */
+
+#define GELU_SCALE 0.7978845608028654f  /* sqrt(2 / pi) */
+
+void gelu_forward(float *out, const float *inp, long N) {
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < N; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanh_f(GELU_SCALE * (x + 0.044715f * x * x * x)));
+    }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, long N) {
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < N; i++) {
+        float x = inp[i];
+        float th = tanh_f(GELU_SCALE * (x + 0.044715f * x * x * x));
+        float du = GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] += dout[i] * (0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * du);
+    }
+}
+
+void residual_forward(float *out, const float *a, const float *b, long N) {
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < N; i++) out[i] = a[i] + b[i];
+}
+
+void residual_backward(float *da, float *db, const float *dout, long N) {
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < N; i++) {
+        da[i] += dout[i];
+        db[i] += dout[i];
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* softmax + cross-entropy over the real vocabulary V; padded columns get 0; target -1 is ignored */
+
+void softmax_crossentropy_forward(float *losses, float *probs, const float *logits, const int *targets,
+                                  int B, int T, int V, int Vp) {
+    long rows = (long)B * T;
+    #pragma omp parallel for
+    for (long i = 0; i < rows; i++) {
+        const float *z = logits + i * Vp;
+        float *p = probs + i * Vp;
+        float mx = -INFINITY;
+        #pragma omp simd reduction(max:mx)
+        for (int j = 0; j < V; j++) mx = z[j] > mx ? z[j] : mx;
+        float s = 0.0f;
+        #pragma omp simd reduction(+:s)
+        for (int j = 0; j < V; j++) {
+            float e = exp_f(z[j] - mx);
+            p[j] = e;
+            s += e;
+        }
+        float inv = 1.0f / s;
+        #pragma omp simd
+        for (int j = 0; j < V; j++) p[j] *= inv;
+        for (int j = V; j < Vp; j++) p[j] = 0.0f;
+        int tg = targets[i];
+        /* -log p[target] = log(sum) - (z_target - max): exact even where p underflows to 0 */
+        losses[i] = tg >= 0 ? logf(s) - (z[tg] - mx) : 0.0f;
+    }
+}
+
+void softmax_crossentropy_backward(float *dlogits, const float *dlosses, const float *probs,
+                                   const int *targets, int B, int T, int V, int Vp) {
+    long rows = (long)B * T;
+    #pragma omp parallel for
+    for (long i = 0; i < rows; i++) {
+        int tg = targets[i];
+        if (tg < 0) continue;  /* ignored: no gradient */
+        float w = dlosses[i], *d = dlogits + i * Vp;
+        const float *p = probs + i * Vp;
+        #pragma omp simd
+        for (int j = 0; j < V; j++) d[j] += w * p[j];
+        d[tg] -= w;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* AdamW: bias-corrected moments, decoupled weight decay (as PyTorch and llm.c) */
+
+void adamw_update(float *params, const float *grads, float *m, float *v, long N, double lr, double beta1,
+                  double beta2, double eps, double weight_decay, int t) {
+    float b1 = (float)beta1, b2 = (float)beta2, ob1 = (float)(1.0 - beta1), ob2 = (float)(1.0 - beta2);
+    float c1 = (float)(1.0 - pow(beta1, t)), c2 = (float)(1.0 - pow(beta2, t));  /* the corrections */
+    float lrf = (float)lr, epsf = (float)eps, wd = (float)weight_decay;
+    #pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < N; i++) {
+        float g = grads[i];
+        float mi = b1 * m[i] + ob1 * g, vi = b2 * v[i] + ob2 * g * g;
+        m[i] = mi;
+        v[i] = vi;
+        params[i] -= lrf * ((mi / c1) / (sqrtf(vi / c2) + epsf) + wd * params[i]);
+    }
+}
