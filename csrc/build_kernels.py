@@ -23,7 +23,7 @@ with open(os.path.join(HERE, "minigpt.h")) as f:
 compile_args = ["-std=c11", "-fopenmp", "-fno-math-errno", "-Wall", "-Wno-unknown-pragmas"]
 link_args = ["-fopenmp"]
 if os.environ.get("MINIGPT_SANITIZE"):
-    san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
+    san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-O1", "-g"]
     compile_args += san
     link_args += san
 else:
