@@ -16,6 +16,9 @@ from common import emit, table, threads, timeit  # noqa: E402
 N_THREADS = threads()
 os.environ.setdefault("OPENBLAS_NUM_THREADS", str(N_THREADS))  # before NumPy loads OpenBLAS
 os.environ.setdefault("OMP_NUM_THREADS", str(N_THREADS))
+# every OpenMP runtime in the process (ours, PyTorch's) sleeps when idle rather than spinning: the
+# same policy on both sides, and the one that holds up on a shared machine (see minigpt/ops_c.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
