@@ -4,7 +4,8 @@
  * routine with different strides. The work is cut in three levels so each operand sits in a cache:
  *
  *   tile   (MT x NT of C)      one OpenMP task; tiles never overlap, so no locks and no races
- *   pc     (KC of the K sum)   pack A's MT x KC block (L2) and B's KC x NT block, panel by panel
+ *   pc     (KC of the K sum)   pack B's KC x NT block, panel by panel
+ *   ic     (MC rows)           pack A's MC x KC block (L2)
  *   jr, ir (NR x MR)           the micro-kernel: a 6 x 16 block of C held in 12 AVX2 registers,
  *                              fed by one 16-wide row of packed B and 6 broadcasts of packed A per p
  *
@@ -25,8 +26,9 @@
 #define MR 6     /* rows of the micro-tile */
 #define NR 16    /* columns of the micro-tile: two 8-float AVX registers */
 #define KC 256   /* depth of one packed block: A panel 6 KB, B panel 16 KB stay in L1 */
-#define MT_MAX 264  /* tile rows: packed A block MT x KC = 264 KB, in L2 */
-#define NT_MAX 512  /* tile columns */
+#define MC 144   /* rows of a packed A block: 144 x 256 floats = 144 KB, in L2 with room to spare */
+#define MT_MAX 576  /* tile rows (a tile is one OpenMP task; its A blocks are packed MC rows at a time) */
+#define NT_MAX 512  /* tile columns: packed B block 256 x 512 floats = 512 KB, from L3 */
 
 /* ---------------------------------------------------------------------------------------------- */
 /* the naive kernel, to read: one dot product per output element */
@@ -90,6 +92,8 @@ static void pack_B(float *dst, const float *B, long rsb, long csb, int p0, int k
 static void kernel(int kc, const float *a, const float *b, float *c, long ldc, int accumulate) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (int r = 0; r < MR; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+    #pragma GCC unroll 4
     for (int p = 0; p < kc; p++) {
         __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), ar;
         ar = _mm256_broadcast_ss(a + 0); c00 = _mm256_fmadd_ps(ar, b0, c00); c01 = _mm256_fmadd_ps(ar, b1, c01);
@@ -129,7 +133,8 @@ static void kernel(int kc, const float *a, const float *b, float *c, long ldc, i
 const char *sgemm_kernel_name(void) { return "scalar 6x16"; }
 #endif
 
-/* one tile of C: rows [i0, i0+mt), cols [j0, j0+nt) */
+/* one tile of C: rows [i0, i0+mt), cols [j0, j0+nt). B's KC x nt block is packed once per K block
+ * and then used by every MC-row block of A (packed in turn, small enough to stay in L2) */
 static void gemm_tile(int K, const float *A, long rsa, long csa, const float *B, long rsb, long csb,
                       float *C, long ldc, int accumulate, int i0, int mt, int j0, int nt,
                       float *pa, float *pb) {
@@ -137,22 +142,25 @@ static void gemm_tile(int K, const float *A, long rsa, long csa, const float *B,
     for (int p0 = 0; p0 < K; p0 += KC) {
         int kc = K - p0 < KC ? K - p0 : KC;
         int acc = accumulate || p0 > 0;  /* later K-blocks add to what the first one wrote */
-        pack_A(pa, A, rsa, csa, i0, mt, p0, kc);
         pack_B(pb, B, rsb, csb, p0, kc, j0, nt);
-        for (int jr = 0; jr < nt; jr += NR) {
-            int nr = nt - jr < NR ? nt - jr : NR;
-            const float *bp = pb + (long)jr * kc;
-            for (int ir = 0; ir < mt; ir += MR) {
-                int mr = mt - ir < MR ? mt - ir : MR;
-                const float *ap = pa + (long)ir * kc;
-                float *c = C + (long)(i0 + ir) * ldc + (j0 + jr);
-                if (mr == MR && nr == NR) {
-                    kernel(kc, ap, bp, c, ldc, acc);
-                } else {  /* a ragged edge: compute the full micro-tile aside, keep the valid part */
-                    kernel(kc, ap, bp, edge, NR, 0);
-                    for (int r = 0; r < mr; r++)
-                        for (int j = 0; j < nr; j++)
-                            c[r * ldc + j] = acc ? c[r * ldc + j] + edge[r * NR + j] : edge[r * NR + j];
+        for (int ic = 0; ic < mt; ic += MC) {
+            int mc = mt - ic < MC ? mt - ic : MC;
+            pack_A(pa, A, rsa, csa, i0 + ic, mc, p0, kc);
+            for (int jr = 0; jr < nt; jr += NR) {  /* one B micro-panel (L1) against all of A's (L2) */
+                int nr = nt - jr < NR ? nt - jr : NR;
+                const float *bp = pb + (long)jr * kc;
+                for (int ir = 0; ir < mc; ir += MR) {
+                    int mr = mc - ir < MR ? mc - ir : MR;
+                    const float *ap = pa + (long)ir * kc;
+                    float *c = C + (long)(i0 + ic + ir) * ldc + (j0 + jr);
+                    if (mr == MR && nr == NR) {
+                        kernel(kc, ap, bp, c, ldc, acc);
+                    } else {  /* a ragged edge: compute the full micro-tile aside, keep the valid part */
+                        kernel(kc, ap, bp, edge, NR, 0);
+                        for (int r = 0; r < mr; r++)
+                            for (int j = 0; j < nr; j++)
+                                c[r * ldc + j] = acc ? c[r * ldc + j] + edge[r * NR + j] : edge[r * NR + j];
+                    }
                 }
             }
         }
@@ -180,7 +188,7 @@ void sgemm(int M, int N, int K, const float *A, long rsa, long csa, const float 
     #pragma omp parallel if (tiles > 1 && (double)M * N * K > 1e6)
     {
         /* each thread's packing buffers, 64-byte aligned for the micro-kernel's aligned loads */
-        size_t sa = ((sizeof(float) * mt * KC + 63) / 64) * 64, sb = ((sizeof(float) * nt * KC + 63) / 64) * 64;
+        size_t sa = ((sizeof(float) * MC * KC + 63) / 64) * 64, sb = ((sizeof(float) * nt * KC + 63) / 64) * 64;
         float *pa = aligned_alloc(64, sa), *pb = aligned_alloc(64, sb);
         if (!pa || !pb) abort();  /* a few hundred KB: out of memory here is not recoverable */
         #pragma omp for schedule(dynamic, 1)
