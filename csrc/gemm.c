@@ -175,8 +175,8 @@ static int piece(int n, int max, int unit) {
     return ceil_div(ceil_div(n, parts), unit) * unit;
 }
 
-void sgemm(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb, long csb,
-           float *C, long ldc, int accumulate) {
+static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb,
+                 long csb, float *C, long ldc, int accumulate, int parallel) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {  /* an empty sum: C = 0, or C unchanged */
         if (!accumulate)
@@ -185,7 +185,7 @@ void sgemm(int M, int N, int K, const float *A, long rsa, long csa, const float 
     }
     int mt = piece(M, MT_MAX, MR), nt = piece(N, NT_MAX, NR);
     int tm = ceil_div(M, mt), tn = ceil_div(N, nt), tiles = tm * tn;
-    #pragma omp parallel if (tiles > 1 && (double)M * N * K > 1e6)
+    #pragma omp parallel if (parallel && tiles > 1 && (double)M * N * K > 1e6)
     {
         /* each thread's packing buffers, 64-byte aligned for the micro-kernel's aligned loads */
         size_t sa = ((sizeof(float) * MC * KC + 63) / 64) * 64, sb = ((sizeof(float) * nt * KC + 63) / 64) * 64;
@@ -200,4 +200,14 @@ void sgemm(int M, int N, int K, const float *A, long rsa, long csa, const float 
         free(pa);
         free(pb);
     }
+}
+
+void sgemm(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb, long csb,
+           float *C, long ldc, int accumulate) {
+    gemm(M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate, 1);
+}
+
+void sgemm_serial(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb,
+                  long csb, float *C, long ldc, int accumulate) {
+    gemm(M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate, 0);
 }

@@ -185,97 +185,85 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, co
 }
 
 /* ---------------------------------------------------------------------------------------------- */
-/* causal self-attention; inp (B, T, 3C) holds q, k, v side by side; head h uses channels h*hs.. */
+/* causal self-attention; inp (B, T, 3C) holds q, k, v side by side; head h uses channels h*hs..
+ * One (b, h) per task, and per head the maths is matrix products plus a row-wise softmax:
+ *     forward   S = Q K^T (T x T),  att = softmax(S / sqrt(hs), causal),  Y = att V
+ *     backward  dA = dY V^T,  dS = att * (dA - rowsum(dA * att)),  dQ = dS K, dK = dS^T Q, dV = att^T dY
+ * Q, K, V, dY are strided views into inp / dout, so each product is one sgemm_serial (packed, FMA)
+ * with no copies. The products run over the full T x T: the masked half is exact zeros in att and dS,
+ * twice the causal minimum but at GEMM speed. O(T^2 hs) work, one T x T scratch per task. */
 
 void attention_forward(float *out, float *preatt, float *att, const float *inp, int B, int T, int C, int NH) {
-    int hs = C / NH, C3 = 3 * C;
+    int hs = C / NH;
+    long C3 = 3L * C;
     float scale = 1.0f / sqrtf((float)hs);
-    #pragma omp parallel for collapse(3)
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
-        for (int h = 0; h < NH; h++)
+        for (int h = 0; h < NH; h++) {
+            const float *q = inp + (long)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
+            float *pre = preatt + ((long)b * NH + h) * T * T, *a = att + ((long)b * NH + h) * T * T;
+            sgemm_serial(T, T, hs, q, C3, 1, k, 1, C3, pre, T, 0);  /* S = Q K^T: B(i, t2) = k[t2][i] */
             for (int t = 0; t < T; t++) {
-                const float *q = inp + ((long)b * T + t) * C3 + h * hs;
-                float *pre = preatt + (((long)b * NH + h) * T + t) * T;
-                float *a = att + (((long)b * NH + h) * T + t) * T;
-                float mx = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++) {  /* scores q . k for the visible positions */
-                    const float *k = inp + ((long)b * T + t2) * C3 + C + h * hs;
-                    float s = 0.0f;
-                    #pragma omp simd reduction(+:s)
-                    for (int i = 0; i < hs; i++) s += q[i] * k[i];
-                    s *= scale;
-                    pre[t2] = s;
-                    mx = s > mx ? s : mx;
+                float *pr = pre + (long)t * T, *ar = a + (long)t * T, mx = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    pr[t2] *= scale;
+                    mx = pr[t2] > mx ? pr[t2] : mx;
                 }
                 float sum = 0.0f;
                 #pragma omp simd reduction(+:sum)
                 for (int t2 = 0; t2 <= t; t2++) {  /* stable softmax: the row max is subtracted */
-                    float e = exp_f(pre[t2] - mx);
-                    a[t2] = e;
+                    float e = exp_f(pr[t2] - mx);
+                    ar[t2] = e;
                     sum += e;
                 }
                 float inv = 1.0f / sum;
-                for (int t2 = 0; t2 <= t; t2++) a[t2] *= inv;
+                #pragma omp simd
+                for (int t2 = 0; t2 <= t; t2++) ar[t2] *= inv;
                 for (int t2 = t + 1; t2 < T; t2++) {  /* the future: masked, as the reference shows it */
-                    pre[t2] = -INFINITY;
-                    a[t2] = 0.0f;
-                }
-                float *o = out + ((long)b * T + t) * C + h * hs;  /* y = att . v */
-                for (int i = 0; i < hs; i++) o[i] = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *v = inp + ((long)b * T + t2) * C3 + 2 * C + h * hs;
-                    float w = a[t2];
-                    #pragma omp simd
-                    for (int i = 0; i < hs; i++) o[i] += w * v[i];
+                    pr[t2] = -INFINITY;
+                    ar[t2] = 0.0f;
                 }
             }
+            sgemm_serial(T, hs, T, a, T, 1, v, C3, 1, out + (long)b * T * C + h * hs, C, 0);  /* Y = att V */
+        }
 }
 
-/* One (b, h) per task: dk and dv of a head collect from every t, and only that task writes them. */
 void attention_backward(float *dinp, float *dpreatt, float *datt, const float *dout, const float *inp,
                         const float *att, int B, int T, int C, int NH) {
-    int hs = C / NH, C3 = 3 * C;
+    int hs = C / NH;
+    long C3 = 3L * C;
     float scale = 1.0f / sqrtf((float)hs);
-    #pragma omp parallel for collapse(2)
+    #pragma omp parallel for collapse(2) schedule(dynamic, 1)
     for (int b = 0; b < B; b++)
         for (int h = 0; h < NH; h++) {
-            float *da = malloc(sizeof(float) * (T > 0 ? T : 1));
-            if (!da) abort();
+            const float *q = inp + (long)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
+            float *dq = dinp + (long)b * T * C3 + h * hs, *dk = dq + C, *dv = dq + 2 * C;
+            const float *dy = dout + (long)b * T * C + h * hs;
+            const float *a = att + ((long)b * NH + h) * T * T;
+            float *dat = datt + ((long)b * NH + h) * T * T, *dpre = dpreatt + ((long)b * NH + h) * T * T;
+            float *g = malloc(sizeof(float) * T * T);  /* dA, then dS * scale, for this head */
+            if (!g) abort();
+            sgemm_serial(T, T, hs, dy, C, 1, v, 1, C3, g, T, 0);  /* dA = dY V^T (the full T x T, as the reference) */
             for (int t = 0; t < T; t++) {
-                const float *dy = dout + ((long)b * T + t) * C + h * hs;
-                const float *a = att + (((long)b * NH + h) * T + t) * T;
-                float *dat = datt + (((long)b * NH + h) * T + t) * T;
-                float *dpre = dpreatt + (((long)b * NH + h) * T + t) * T;
-                /* da = dy . v for every t2: the reference's datt is the full (T, T) product */
-                for (int t2 = 0; t2 < T; t2++) {
-                    const float *v = inp + ((long)b * T + t2) * C3 + 2 * C + h * hs;
-                    float s = 0.0f;
-                    #pragma omp simd reduction(+:s)
-                    for (int i = 0; i < hs; i++) s += dy[i] * v[i];
-                    da[t2] = s;
-                    dat[t2] += s;
-                }
-                /* softmax backward: dpre = att * (da - <da, att>); zero where masked (att = 0) */
+                float *gr = g + (long)t * T, *datr = dat + (long)t * T, *dpr = dpre + (long)t * T;
+                const float *ar = a + (long)t * T;
                 float dot = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) dot += da[t2] * a[t2];
-                const float *q = inp + ((long)b * T + t) * C3 + h * hs;
-                float *dq = dinp + ((long)b * T + t) * C3 + h * hs;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    float dp = a[t2] * (da[t2] - dot);
-                    dpre[t2] += dp;
-                    const float *k = inp + ((long)b * T + t2) * C3 + C + h * hs;
-                    float *dk = dinp + ((long)b * T + t2) * C3 + C + h * hs;
-                    float *dv = dinp + ((long)b * T + t2) * C3 + 2 * C + h * hs;
-                    float g = dp * scale, w = a[t2];
-                    #pragma omp simd
-                    for (int i = 0; i < hs; i++) {
-                        dq[i] += g * k[i];
-                        dk[i] += g * q[i];
-                        dv[i] += w * dy[i];
-                    }
+                #pragma omp simd reduction(+:dot)
+                for (int t2 = 0; t2 < T; t2++) {
+                    datr[t2] += gr[t2];
+                    dot += gr[t2] * ar[t2];  /* att is 0 where masked */
+                }
+                #pragma omp simd
+                for (int t2 = 0; t2 < T; t2++) {  /* softmax backward; 0 where masked (att = 0) */
+                    float ds = ar[t2] * (gr[t2] - dot);
+                    dpr[t2] += ds;
+                    gr[t2] = ds * scale;  /* the scores were q . k * scale */
                 }
             }
-            free(da);
+            sgemm_serial(T, hs, T, g, T, 1, k, C3, 1, dq, C3, 1);   /* dQ += dS K */
+            sgemm_serial(T, hs, T, g, 1, T, q, C3, 1, dk, C3, 1);   /* dK += dS^T Q */
+            sgemm_serial(T, hs, T, a, 1, T, dy, C, 1, dv, C3, 1);   /* dV += att^T dY */
+            free(g);
         }
 }
 

@@ -13,6 +13,9 @@
  * accumulate = 0 overwrites C, 1 adds into it. */
 void sgemm(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb, long csb,
            float *C, long ldc, int accumulate);
+/* the same on the calling thread only: for callers that are themselves one task of a parallel loop */
+void sgemm_serial(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb,
+                  long csb, float *C, long ldc, int accumulate);
 /* the textbook triple loop, same contract: to read, and the reference in tests */
 void sgemm_naive(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb,
                  long csb, float *C, long ldc, int accumulate);
