@@ -5,6 +5,7 @@ The sides take turns, round after round, so a burst of load from elsewhere hits 
 figure is the median over rounds, and c_vs_torch is the median of the per-round ratios (its min and
 max show the noise). tok/s = B*T / step time; GFLOP/s from minigpt/flops.py (6N + attention per
 token); % of peak against peak_flops(threads).
+With OMP_NUM_THREADS=1 each step is timed in thread CPU time (steady on a busy shared machine).
 Usage: python benches/bench_train_step.py [--rounds N] [--quick (small config only)]
 """
 import argparse
@@ -66,10 +67,15 @@ def torch_step(torch, model, idx, targets):
     return step
 
 
+# One thread: every side runs in the calling thread, so its CPU time is the honest figure on a
+# shared machine (other processes' load does not count against it). More threads: the wall clock.
+CLOCK = time.thread_time if N_THREADS == 1 else time.perf_counter
+
+
 def timed(fn):
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     fn()
-    return time.perf_counter() - t0
+    return CLOCK() - t0
 
 
 def main():
@@ -121,7 +127,9 @@ def main():
             figures[f"{key}torch"] = "skipped: torch not installed"
         if not have_c:
             figures[f"{key}c"] = "skipped: the C backend is not built"
-    print(f"training step (forward + backward + AdamW), {N_THREADS} threads, peak {peak / 1e9:.0f} GFLOP/s")
+    clock = "thread CPU time" if N_THREADS == 1 else "wall clock"
+    print(f"training step (forward + backward + AdamW), {N_THREADS} threads ({clock}, median of rounds), "
+          f"peak {peak / 1e9:.0f} GFLOP/s")
     table(rows, ["config", "backend", "BxT", "ms/step", "spread", "tok/s", "GFLOP/s", "% peak"])
     for key in ("", "small_"):
         if f"{key}c_vs_torch" in figures:
