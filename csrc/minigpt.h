@@ -19,7 +19,7 @@ void sgemm_serial(int M, int N, int K, const float *A, long rsa, long csa, const
 /* the textbook triple loop, same contract: to read, and the reference in tests */
 void sgemm_naive(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb,
                  long csb, float *C, long ldc, int accumulate);
-const char *sgemm_kernel_name(void); /* "avx2-fma 6x16" or "scalar 6x16" */
+const char *sgemm_kernel_name(void); /* "avx2-fma 6x16" or "portable 6x16" */
 
 /* ---- kernels.c ---- */
 void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B, int T, int C);

@@ -28,7 +28,7 @@ __all__ = ["encoder_forward", "encoder_backward", "layernorm_forward", "layernor
            "softmax_crossentropy_forward", "softmax_crossentropy_backward", "adamw_update",
            "available", "set_threads", "get_threads", "gemm", "gemm_naive", "KERNEL"]
 
-KERNEL = ffi.string(lib.sgemm_kernel_name()).decode()  # "avx2-fma 6x16" or "scalar 6x16"
+KERNEL = ffi.string(lib.sgemm_kernel_name()).decode()  # "avx2-fma 6x16" or "portable 6x16"
 
 
 def available():
