@@ -180,12 +180,6 @@ static void gemm_tile(int K, const float *A, long rsa, long csa, const float *B,
 
 static int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
-/* split n into pieces of at most max, equal sizes rounded up to a multiple of unit */
-static int piece(int n, int max, int unit) {
-    int parts = ceil_div(n, max);
-    return ceil_div(ceil_div(n, parts), unit) * unit;
-}
-
 static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb,
                  long csb, float *C, long ldc, int accumulate, int parallel) {
     if (M <= 0 || N <= 0) return;
@@ -194,7 +188,21 @@ static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const 
             for (int i = 0; i < M; i++) memset(C + (long)i * ldc, 0, sizeof(float) * N);
         return;
     }
-    int mt = piece(M, MT_MAX, MR), nt = piece(N, NT_MAX, NR);
+    /* tiles: at most MT_MAX x NT_MAX, and at least 4 per thread where the sizes allow (not below
+     * 96 x 128, where packing would start to cost): on a shared machine a thread that loses its core
+     * for a while then holds up a small share of the work, not half of it */
+    int nth = 1;
+#ifdef _OPENMP
+    if (parallel) nth = omp_get_max_threads();
+#endif
+    int pm = ceil_div(M, MT_MAX), pn = ceil_div(N, NT_MAX);
+    while (pm * pn < 4 * nth) {
+        int can_m = M / (pm + 1) >= 96, can_n = N / (pn + 1) >= 128;
+        if (can_n && (!can_m || N / pn >= M / pm)) pn++;
+        else if (can_m) pm++;
+        else break;
+    }
+    int mt = ceil_div(ceil_div(M, pm), MR) * MR, nt = ceil_div(ceil_div(N, pn), NR) * NR;
     int tm = ceil_div(M, mt), tn = ceil_div(N, nt), tiles = tm * tn;
     #pragma omp parallel if (parallel && tiles > 1 && (double)M * N * K > 1e6)
     {

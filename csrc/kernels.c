@@ -68,7 +68,7 @@ static inline float tanh_f(float u) {
 /* encoder */
 
 void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B, int T, int C) {
-    #pragma omp parallel for collapse(2)
+    #pragma omp parallel for collapse(2) if ((long)B * T * C > 32768)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             float *o = out + ((long)b * T + t) * C;
@@ -103,7 +103,7 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int *in
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w,
                        const float *b, int B, int T, int C) {
     long rows = (long)B * T;
-    #pragma omp parallel for
+    #pragma omp parallel for schedule(dynamic, 4) if (rows * C > 32768)
     for (long i = 0; i < rows; i++) {
         const float *x = inp + i * C;
         float s = 0.0f;
@@ -125,7 +125,7 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout, co
                         const float *w, const float *mean, const float *rstd, int B, int T, int C) {
     long rows = (long)B * T;
     /* dinp, row by row: rstd * (dnorm - mean(dnorm) - norm * mean(dnorm * norm)) */
-    #pragma omp parallel for
+    #pragma omp parallel for schedule(dynamic, 4) if (rows * C > 32768)
     for (long i = 0; i < rows; i++) {
         const float *x = inp + i * C, *d = dout + i * C;
         float m = mean[i], r = rstd[i], sd = 0.0f, sdn = 0.0f;
@@ -169,7 +169,7 @@ void matmul_forward(float *out, const float *inp, const float *w, const float *b
                     int B, int T, int C, int OC) {
     int M = B * T;
     if (bias) {  /* start from the bias, then add inp @ w^T */
-        #pragma omp parallel for
+        #pragma omp parallel for if ((long)M * OC > 32768)
         for (int i = 0; i < M; i++) memcpy(out + (long)i * OC, bias, sizeof(float) * OC);
     }
     /* out (M x OC) = inp (M x C) . w^T: B(p, j) = w[j*C + p] */
@@ -285,7 +285,7 @@ void attention_backward(float *dinp, float *dpreatt, float *datt, const float *d
 #define GELU_SCALE 0.7978845608028654f  /* sqrt(2 / pi) */
 
 void gelu_forward(float *out, const float *inp, long N) {
-    #pragma omp parallel for simd schedule(static)
+    #pragma omp parallel for simd schedule(dynamic, 16384) if (N > 32768)
     for (long i = 0; i < N; i++) {
         float x = inp[i];
         out[i] = 0.5f * x * (1.0f + tanh_f(GELU_SCALE * (x + 0.044715f * x * x * x)));
@@ -293,7 +293,7 @@ void gelu_forward(float *out, const float *inp, long N) {
 }
 
 void gelu_backward(float *dinp, const float *inp, const float *dout, long N) {
-    #pragma omp parallel for simd schedule(static)
+    #pragma omp parallel for simd schedule(dynamic, 16384) if (N > 32768)
     for (long i = 0; i < N; i++) {
         float x = inp[i];
         float th = tanh_f(GELU_SCALE * (x + 0.044715f * x * x * x));
@@ -303,12 +303,12 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, long N) {
 }
 
 void residual_forward(float *out, const float *a, const float *b, long N) {
-    #pragma omp parallel for simd schedule(static)
+    #pragma omp parallel for simd schedule(dynamic, 16384) if (N > 32768)
     for (long i = 0; i < N; i++) out[i] = a[i] + b[i];
 }
 
 void residual_backward(float *da, float *db, const float *dout, long N) {
-    #pragma omp parallel for simd schedule(static)
+    #pragma omp parallel for simd schedule(dynamic, 16384) if (N > 32768)
     for (long i = 0; i < N; i++) {
         da[i] += dout[i];
         db[i] += dout[i];
@@ -321,7 +321,7 @@ void residual_backward(float *da, float *db, const float *dout, long N) {
 void softmax_crossentropy_forward(float *losses, float *probs, const float *logits, const int *targets,
                                   int B, int T, int V, int Vp) {
     long rows = (long)B * T;
-    #pragma omp parallel for
+    #pragma omp parallel for schedule(dynamic, 4) if (rows * V > 32768)
     for (long i = 0; i < rows; i++) {
         const float *z = logits + i * Vp;
         float *p = probs + i * Vp;
@@ -348,7 +348,7 @@ void softmax_crossentropy_forward(float *losses, float *probs, const float *logi
 void softmax_crossentropy_backward(float *dlogits, const float *dlosses, const float *probs,
                                    const int *targets, int B, int T, int V, int Vp) {
     long rows = (long)B * T;
-    #pragma omp parallel for
+    #pragma omp parallel for schedule(dynamic, 4) if (rows * V > 32768)
     for (long i = 0; i < rows; i++) {
         int tg = targets[i];
         if (tg < 0) continue;  /* ignored: no gradient */
@@ -368,7 +368,7 @@ void adamw_update(float *params, const float *grads, float *m, float *v, long N,
     float b1 = (float)beta1, b2 = (float)beta2, ob1 = (float)(1.0 - beta1), ob2 = (float)(1.0 - beta2);
     float c1 = (float)(1.0 - pow(beta1, t)), c2 = (float)(1.0 - pow(beta2, t));  /* the corrections */
     float lrf = (float)lr, epsf = (float)eps, wd = (float)weight_decay;
-    #pragma omp parallel for simd schedule(static)
+    #pragma omp parallel for simd schedule(dynamic, 16384) if (N > 32768)
     for (long i = 0; i < N; i++) {
         float g = grads[i];
         float mi = b1 * m[i] + ob1 * g, vi = b2 * v[i] + ob2 * g * g;
