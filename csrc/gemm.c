@@ -196,7 +196,7 @@ static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const 
     if (parallel) nth = omp_get_max_threads();
 #endif
     int pm = ceil_div(M, MT_MAX), pn = ceil_div(N, NT_MAX);
-    while (pm * pn < 4 * nth) {
+    while (nth > 1 && pm * pn < 4 * nth) {
         int can_m = M / (pm + 1) >= 96, can_n = N / (pn + 1) >= 128;
         if (can_n && (!can_m || N / pn >= M / pm)) pn++;
         else if (can_m) pm++;
