@@ -28,7 +28,7 @@
 #define KC 256   /* depth of one packed block: A panel 6 KB, B panel 16 KB stay in L1 */
 #define MC 144   /* rows of a packed A block: 144 x 256 floats = 144 KB, in L2 with room to spare */
 #define MT_MAX 576  /* tile rows (a tile is one OpenMP task; its A blocks are packed MC rows at a time) */
-#define NT_MAX 512  /* tile columns: packed B block 256 x 512 floats = 512 KB, from L3 */
+#define NT_MAX 1024 /* tile columns: packed B block 256 x 1024 floats = 1 MB, from L3 */
 
 /* ---------------------------------------------------------------------------------------------- */
 /* the naive kernel, to read: one dot product per output element */
@@ -188,16 +188,17 @@ static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const 
             for (int i = 0; i < M; i++) memset(C + (long)i * ldc, 0, sizeof(float) * N);
         return;
     }
-    /* tiles: at most MT_MAX x NT_MAX, and at least 4 per thread where the sizes allow (not below
-     * 96 x 128, where packing would start to cost): on a shared machine a thread that loses its core
-     * for a while then holds up a small share of the work, not half of it */
+    /* tiles: at most MT_MAX x NT_MAX, and with several threads at least 2 per thread where the sizes
+     * allow: on a shared machine a thread that loses its core for a while then holds up a smaller
+     * share of the work. Not below 144 x 256: each tile packs its own A and B, and smaller tiles
+     * pay for it (4 per thread down to 96 x 128 cost 7% of the CPU time on the model's shapes) */
     int nth = 1;
 #ifdef _OPENMP
     if (parallel) nth = omp_get_max_threads();
 #endif
     int pm = ceil_div(M, MT_MAX), pn = ceil_div(N, NT_MAX);
-    while (nth > 1 && pm * pn < 4 * nth) {
-        int can_m = M / (pm + 1) >= 96, can_n = N / (pn + 1) >= 128;
+    while (nth > 1 && pm * pn < 2 * nth) {
+        int can_m = M / (pm + 1) >= 144, can_n = N / (pn + 1) >= 256;
         if (can_n && (!can_m || N / pn >= M / pm)) pn++;
         else if (can_m) pm++;
         else break;
