@@ -28,7 +28,7 @@ int get_threads(void) {
 }
 
 /* exp(x) for x <= 88.7, branch-free so loops over it vectorise (Cephes expf: |rel err| < 2 ulp).
- * x = n ln2 + r with |r| <= ln2/2; exp(r) by a degree-6 polynomial; 2^n built in the exponent bits.
+ * x = n ln2 + r with |r| <= ln2/2; exp(r) = 1 + r + r^2 P(r), P of degree 5; 2^n put in the exponent bits.
  * Below -87.3 the result is 0 (float's normal range ends there). */
 static inline float exp_f(float x) {
     float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);

@@ -44,7 +44,7 @@ def close(ours, ref, rtol=RTOL, atol=ATOL, name=""):
 dims = st.one_of(st.integers(1, 40), st.sampled_from([6, 12, 16, 17, 31, 32, 95, 97, 263, 265]))
 
 
-@settings(max_examples=60)
+@settings(max_examples=200)
 @given(M=dims, N=dims, K=st.one_of(dims, st.sampled_from([255, 256, 257, 513])),
        ta=st.booleans(), tb=st.booleans(), acc=st.booleans(), seed=st.integers(0, 2**16))
 def test_gemm(M, N, K, ta, tb, acc, seed):
@@ -78,7 +78,7 @@ shapes = st.fixed_dictionaries({
     "OC": st.one_of(st.integers(1, 40), st.just(97)), "seed": st.integers(0, 2**16)})
 
 
-@settings(max_examples=40)
+@settings(max_examples=120)
 @given(s=shapes)
 def test_encoder(s):
     B, T, C = s["B"], s["T"], s["NH"] * s["hs"]
@@ -99,7 +99,7 @@ def test_encoder(s):
     close(dwpe, rwpe)
 
 
-@settings(max_examples=40)
+@settings(max_examples=120)
 @given(s=shapes)
 def test_layernorm(s):
     B, T, C = s["B"], s["T"], s["NH"] * s["hs"]
@@ -112,16 +112,19 @@ def test_layernorm(s):
     ops.layernorm_forward(r_out, r_mean, r_rstd, *f64(inp, w, b), B, T, C)
     close(mean, r_mean)
     close(rstd, r_rstd, rtol=1e-4)  # 1/sqrt(var + eps): for C = 1, var = 0 and rstd = 316
-    close(out, r_out, rtol=1e-4, atol=1e-4)
+    # x - mean rounds at float32's ulp of |x|, and rstd (up to 316) magnifies it: bound by that
+    amp = np.abs(inp).max() * r_rstd.max() * max(1.0, np.abs(w).max())
+    close(out, r_out, rtol=1e-4, atol=1e-4 + 1e-6 * amp)
     dinp, dw, db = rand(rng, B, T, C), rand(rng, C), rand(rng, C)
     refs = f64(dinp, dw, db)
     ops_c.layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, B, T, C)
     ops.layernorm_backward(*refs, *f64(dout, inp, w, mean, rstd), B, T, C)
+    amp *= np.abs(dout).max() * max(1.0, r_rstd.max())  # dinp carries a second factor of rstd
     for ours, ref, name in zip((dinp, dw, db), refs, ("dinp", "dw", "db")):
-        close(ours, ref, rtol=1e-4, atol=1e-3 if C == 1 else 1e-4, name=name)
+        close(ours, ref, rtol=1e-4, atol=(1e-3 if C == 1 else 1e-4) + 1e-6 * amp, name=name)
 
 
-@settings(max_examples=40)
+@settings(max_examples=120)
 @given(s=shapes, bias=st.booleans())
 def test_matmul(s, bias):
     B, T, C, OC = s["B"], s["T"], s["NH"] * s["hs"], s["OC"]
@@ -144,7 +147,7 @@ def test_matmul(s, bias):
         close(dbias, refs[2])
 
 
-@settings(max_examples=40)
+@settings(max_examples=120)
 @given(s=shapes)
 def test_attention(s):
     B, T, NH, C = s["B"], s["T"], s["NH"], s["NH"] * s["hs"]
@@ -167,7 +170,7 @@ def test_attention(s):
         close(ours, ref, name=name)
 
 
-@settings(max_examples=30)
+@settings(max_examples=100)
 @given(N=st.integers(1, 300), scale=st.sampled_from([0.1, 1.0, 5.0, 30.0]), seed=st.integers(0, 2**16))
 def test_gelu_residual(N, scale, seed):
     rng = np.random.default_rng(seed)
@@ -192,7 +195,7 @@ def test_gelu_residual(N, scale, seed):
     close(db, rdb)
 
 
-@settings(max_examples=40)
+@settings(max_examples=120)
 @given(B=st.integers(1, 3), T=st.integers(1, 5), V=st.integers(1, 300), pad=st.integers(0, 5),
        scale=st.sampled_from([1.0, 10.0, 100.0]), seed=st.integers(0, 2**16))
 def test_softmax_crossentropy(B, T, V, pad, scale, seed):
@@ -215,7 +218,7 @@ def test_softmax_crossentropy(B, T, V, pad, scale, seed):
     close(dlogits, r_dlogits, rtol=1e-5, atol=1e-6)
 
 
-@settings(max_examples=30)
+@settings(max_examples=100)
 @given(N=st.integers(1, 200), t=st.integers(1, 1000), wd=st.sampled_from([0.0, 0.1]), seed=st.integers(0, 2**16))
 def test_adamw(N, t, wd, seed):
     rng = np.random.default_rng(seed)
