@@ -207,10 +207,12 @@ static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const 
     int tm = ceil_div(M, mt), tn = ceil_div(N, nt), tiles = tm * tn;
     #pragma omp parallel if (parallel && tiles > 1 && (double)M * N * K > 1e6)
     {
-        /* each thread's packing buffers, 64-byte aligned for the micro-kernel's aligned loads */
-        size_t sa = ((sizeof(float) * MC * KC + 63) / 64) * 64, sb = ((sizeof(float) * nt * KC + 63) / 64) * 64;
+        /* each thread's packing buffers, 64-byte aligned for the micro-kernel's aligned loads,
+         * sized for this call's tiles (a small product packs a small block) */
+        int mc = mt < MC ? mt : MC, kc = K < KC ? K : KC;
+        size_t sa = ((sizeof(float) * mc * kc + 63) / 64) * 64, sb = ((sizeof(float) * nt * kc + 63) / 64) * 64;
         float *pa = aligned_alloc(64, sa), *pb = aligned_alloc(64, sb);
-        if (!pa || !pb) abort();  /* a few hundred KB: out of memory here is not recoverable */
+        if (!pa || !pb) abort();  /* at most 1.1 MB: out of memory here is not recoverable */
         #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < tiles; t++) {
             int i0 = (t % tm) * mt, j0 = (t / tm) * nt;  /* neighbouring tasks share a B block */
