@@ -1,0 +1,62 @@
+"""cffi builder for minigpt._kernels: csrc/gemm.c + csrc/kernels.c (every op of GPT-2 in C, OpenMP).
+
+Compiled by `pip install -e .` (setup.py finds every csrc/build_*.py), or directly:
+    python csrc/build_kernels.py          # writes minigpt/_kernels*.so
+
+Flags, chosen at build time:
+    default                 -O3 -march=native: AVX2/FMA micro-kernel where this CPU has it
+    MINIGPT_PORTABLE=1      -O3 for the baseline of the target (no -march=native): the scalar path
+    MINIGPT_SANITIZE=1      -fsanitize=address,undefined -O1 -g (CI runs the tests under it)
+"""
+import os
+
+from cffi import FFI
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+ffibuilder = FFI()
+with open(os.path.join(HERE, "minigpt.h")) as f:
+    # cffi's cdef takes the declarations only: drop the include guard and comments' preprocessor lines
+    ffibuilder.cdef("\n".join(line for line in f.read().splitlines() if not line.startswith("#")))
+
+# no errno and no FP traps: lets GCC vectorise sqrtf and the branch-free selects of exp_f;
+# -ffp-contract=fast: a*b+c becomes one FMA (-std=c11 would otherwise forbid it)
+compile_args = ["-std=c11", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=fast", "-Wall", "-Wno-unknown-pragmas"]
+link_args = ["-fopenmp"]
+if os.environ.get("MINIGPT_SANITIZE"):
+    san = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-O1", "-g"]
+    compile_args += san
+    link_args += san
+else:
+    compile_args += ["-O3"]
+if not os.environ.get("MINIGPT_PORTABLE"):
+    compile_args += ["-march=native"]
+
+ffibuilder.set_source(
+    "minigpt._kernels",
+    '#include "minigpt.h"',
+    sources=[os.path.join(HERE, name) for name in ("gemm.c", "kernels.c")],
+    include_dirs=[HERE],
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+)
+
+if __name__ == "__main__":
+    # build in a scratch folder (the generated C and objects stay out of the tree), keep only the .so
+    import glob
+    import importlib.machinery
+    import shutil
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        so = ffibuilder.compile(tmpdir=tmp, verbose=False)
+        # the name `pip install -e .` gives it (cffi builds for the stable ABI), so that whichever
+        # route built last is the module Python imports, never a stale one beside it
+        name = "_kernels.abi3.so" if ".abi3.so" in importlib.machinery.EXTENSION_SUFFIXES else os.path.basename(so)
+        target = os.path.join(ROOT, "minigpt", name)
+        shutil.copy(so, target + ".tmp")
+        os.replace(target + ".tmp", target)  # atomic: a running process never sees half a library
+    for other in glob.glob(os.path.join(ROOT, "minigpt", "_kernels*.so")):
+        if other != target:  # another build's leftover: Python would import one or the other
+            os.remove(other)
+    print(target)
