@@ -28,7 +28,6 @@ Run: python benches/bench_pipeline.py [--repeats 3]
 import argparse
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time

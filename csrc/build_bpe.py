@@ -23,15 +23,12 @@ if os.environ.get("MINIGPT_SANITIZE"):
 ffibuilder.set_source(
     "minigpt._bpe",
     '#include "bpe.h"',
-    sources=[os.path.join("csrc", "bpe.c")],
+    sources=[os.path.join(HERE, "bpe.c")],
     include_dirs=[HERE],
     extra_compile_args=args,
     extra_link_args=link_args,
 )
 
 if __name__ == "__main__":
-    os.chdir(os.path.dirname(HERE))          # the repo root, so the module lands in minigpt/
-    ffibuilder.compile(verbose=False)
-    for leftover in ("minigpt/_bpe.c", "minigpt/_bpe.o"):   # keep the package folder clean
-        if os.path.exists(leftover):
-            os.remove(leftover)
+    from inplace import build_inplace  # csrc/inplace.py
+    print(build_inplace(ffibuilder, "_bpe"))

@@ -41,12 +41,5 @@ ffibuilder.set_source(
 )
 
 if __name__ == "__main__":
-    ffibuilder.compile(tmpdir=os.path.join(HERE, "..", "build"), verbose=False)
-    # compile() writes the .so under build/minigpt/: move it beside the package
-    import glob
-    import shutil
-    pkg = os.path.join(HERE, "..", "minigpt")
-    for old in glob.glob(os.path.join(pkg, "_decode*.so")):  # a stale build of another name would win
-        os.unlink(old)
-    for so in glob.glob(os.path.join(HERE, "..", "build", "minigpt", "_decode*.so")):
-        shutil.copy(so, os.path.join(pkg, os.path.basename(so)))
+    from inplace import build_inplace  # csrc/inplace.py
+    print(build_inplace(ffibuilder, "_decode"))

@@ -43,20 +43,5 @@ ffibuilder.set_source(
 )
 
 if __name__ == "__main__":
-    # build in a scratch folder (the generated C and objects stay out of the tree), keep only the .so
-    import glob
-    import importlib.machinery
-    import shutil
-    import tempfile
-    with tempfile.TemporaryDirectory() as tmp:
-        so = ffibuilder.compile(tmpdir=tmp, verbose=False)
-        # the name `pip install -e .` gives it (cffi builds for the stable ABI), so that whichever
-        # route built last is the module Python imports, never a stale one beside it
-        name = "_kernels.abi3.so" if ".abi3.so" in importlib.machinery.EXTENSION_SUFFIXES else os.path.basename(so)
-        target = os.path.join(ROOT, "minigpt", name)
-        shutil.copy(so, target + ".tmp")
-        os.replace(target + ".tmp", target)  # atomic: a running process never sees half a library
-    for other in glob.glob(os.path.join(ROOT, "minigpt", "_kernels*.so")):
-        if other != target:  # another build's leftover: Python would import one or the other
-            os.remove(other)
-    print(target)
+    from inplace import build_inplace  # csrc/inplace.py
+    print(build_inplace(ffibuilder, "_kernels"))

@@ -92,7 +92,7 @@ def kernels(name=None):
 
 def c_available():
     try:
-        from . import kvcache_c  # noqa: F401  (not _decode directly: kvcache_c sets the OpenMP policy first)
+        from . import kvcache_c  # noqa: F401  (the wrappers, not _decode itself)
     except ImportError:
         return False
     return True

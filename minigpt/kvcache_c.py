@@ -3,17 +3,10 @@
 Each wrapper checks that arrays are C-contiguous and of the C kernel's dtype (a wrong one would be
 read as garbage), then passes pointers. kvcache.kernels("c") returns this module.
 """
-import os
 
 import numpy as np
 
-# OpenMP threads that wait by spinning steal the CPU from the thread still working whenever the
-# cores are shared (other processes, other engineers' jobs): a decode step has ~80 short parallel
-# regions, and spinning made it 5-10x slower on a busy 2-core machine. Sleeping costs a few
-# microseconds per region. libgomp reads this once, when it is first loaded; set it to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from ._decode import ffi, lib  # noqa: E402
+from ._decode import ffi, lib  # OMP_WAIT_POLICY is set in minigpt/__init__.py, before libgomp loads
 
 
 def _ptr(a, ctype, dtype, name):

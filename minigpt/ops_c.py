@@ -10,17 +10,10 @@ is harmless). Sizes are checked against the arrays before C touches memory.
 
 Thread count: OMP_NUM_THREADS at start-up, or set_threads(n) (GPT(cfg, backend="c", threads=n)).
 """
-import os
 
 import numpy as np
 
-# Idle OpenMP threads sleep instead of spinning. On a shared machine a spinning thread holds a core
-# that the thread everyone waits for at the next barrier needs: measured on 2 busy cores, a small
-# model's step took 2.8 s with spinning and 0.26 s without. Read once, when libgomp loads: set
-# OMP_WAIT_POLICY=ACTIVE yourself for a dedicated machine.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from ._kernels import ffi, lib  # noqa: E402  # ImportError when not built: minigpt.backend then leaves "c" out
+from ._kernels import ffi, lib  # OMP_WAIT_POLICY: see minigpt/__init__.py; ImportError when not built: minigpt.backend then leaves "c" out
 
 __all__ = ["encoder_forward", "encoder_backward", "layernorm_forward", "layernorm_backward",
            "matmul_forward", "matmul_backward", "attention_forward", "attention_backward",

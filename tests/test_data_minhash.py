@@ -38,7 +38,7 @@ def test_jaccard_estimate_within_theory():
 def test_lsh_catches_near_duplicates_only():
     params = M.hash_params()
     rng = np.random.default_rng(1)
-    sigs, expect_pair = [], []
+    sigs = []
     for j in [0.95] * 10 + [0.3] * 10:
         a, b, _ = pair_with_jaccard(rng, j)
         sigs += [M.signature(np.unique(a), params), M.signature(np.unique(b), params)]
