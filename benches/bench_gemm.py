@@ -7,7 +7,10 @@ sides (OMP_NUM_THREADS, else all cores; OpenBLAS gets it through OPENBLAS_NUM_TH
 With one thread (OMP_NUM_THREADS=1) both sides run in the calling thread, and the bench times that
 thread's CPU time: immune to other processes on a shared machine, so it measures the kernels alone.
 With more threads it times the wall clock, takes turns between the two sides, and keeps the best
-of the rounds (the least disturbed one); the spread is printed as the noise.
+of the rounds (the least disturbed one); the spread is printed as the noise. Each turn is a run of
+consecutive calls after a pause: OpenBLAS's worker threads spin for a while after a call returns,
+and a C call started at once would be racing them for the second core (and OpenMP's threads would
+race OpenBLAS in turn): each library is timed in its own steady state, as a model step sees it.
 Usage: python benches/bench_gemm.py [--quick]
 """
 import os
@@ -45,17 +48,27 @@ def cases():
         yield f"{layer} dw", np.empty((cout, cin), np.float32), dout.T, inp  # dout^T @ inp
 
 
-def best_of(fns, rounds):
-    """Each fn timed `rounds` times, taking turns; per fn the best time and the spread (max-min)/min."""
+PAUSE_S = 0.3  # longer than OpenBLAS's spin-wait timeout (2^28 cycles, ~0.1 s here)
+
+
+def best_of(fns, rounds, run=3):
+    """Each fn timed `rounds` turns of `run` consecutive calls, taking turns, a pause before each
+    turn; per fn the best call time and the spread (max-min)/min of the turns' best times."""
     clock = time.thread_time if N_THREADS == 1 else time.perf_counter
     times = [[] for _ in fns]
     for fn in fns:
         fn()  # warm-up
     for _ in range(rounds):
         for ts, fn in zip(times, fns):
-            t0 = clock()
-            fn()
-            ts.append(clock() - t0)
+            if N_THREADS > 1:
+                time.sleep(PAUSE_S)
+            fn()  # wakes the library's threads
+            best = float("inf")
+            for _ in range(run):
+                t0 = clock()
+                fn()
+                best = min(best, clock() - t0)
+            ts.append(best)
     return [(min(ts), (max(ts) - min(ts)) / min(ts)) for ts in times]
 
 
@@ -73,7 +86,7 @@ def main():
         ref = np.matmul(a, b)
         ops_c.gemm(out, a, b)
         err = float(np.abs(out - ref).max() / (np.abs(ref).max() + 1e-30))
-        reps = 3 if "lmhead" in name else 10
+        reps = 3 if "lmhead" in name else 5
         (t_c, n_c), (t_np, n_np) = best_of([lambda: ops_c.gemm(out, a, b), lambda: np.matmul(a, b, out=out)], reps)
         ratio = t_np / t_c
         ratios.append(ratio)
