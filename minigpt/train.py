@@ -158,7 +158,9 @@ def lr_at(step, lr, min_lr, warmup, total, decay="cosine"):
 def clip_grad_norm(grads, max_norm):
     """Scale the flat gradient so its global L2 norm is at most max_norm (PyTorch's clip_grad_norm_:
     factor max_norm / (norm + 1e-6) when that is below 1). Returns the norm before clipping."""
-    norm = math.sqrt(float(np.dot(grads.astype(np.float64), grads.astype(np.float64))))
+    # summed in float64, and not with np.dot: that is OpenBLAS's multithreaded ddot, whose worker thread
+    # then spins for ~0.1 s on the core the next step's OpenMP kernels need (it doubled a small step)
+    norm = math.sqrt(float(np.square(grads, dtype=np.float64).sum()))
     if max_norm and max_norm > 0 and norm > max_norm:
         grads *= grads.dtype.type(max_norm / (norm + 1e-6))
     return norm
