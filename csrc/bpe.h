@@ -1,4 +1,6 @@
 /* minigpt._bpe: byte-level BPE (see bpe.c). Shared by bpe.c and the cffi builder. */
+#ifndef MINIGPT_BPE_H
+#define MINIGPT_BPE_H
 #include <stdint.h>
 
 enum { BPE_NONE = 0, BPE_GPT2 = 1, BPE_GPT4 = 2 };
@@ -27,3 +29,5 @@ int bpe_counter_add(bpe_counter_t *c, int pattern, const uint8_t *s, int64_t n);
 void bpe_counter_dump(const bpe_counter_t *c, uint8_t *blob, int64_t *ends, int64_t *counts);
 int64_t bpe_train(const bpe_counter_t *C, int32_t vocab_size, int32_t **merges_out);
 void bpe_free_ints(int32_t *p);
+
+#endif

@@ -23,7 +23,7 @@ if os.environ.get("MINIGPT_SANITIZE"):
 ffibuilder.set_source(
     "minigpt._bpe",
     '#include "bpe.h"',
-    sources=[os.path.join(HERE, "bpe.c")],
+    sources=[os.path.join(HERE, name) for name in ("bpe.c", "bpe_train.c")],
     include_dirs=[HERE],
     extra_compile_args=args,
     extra_link_args=link_args,
