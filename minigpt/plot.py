@@ -1,6 +1,30 @@
-"""The loss curve of a run: train loss per step and val loss at each evaluation, from its log.jsonl."""
+"""Pictures a person would rather look at than read: a run's loss curve (train loss per step and
+val loss at each evaluation, from its log.jsonl), and a model's attention patterns on a text."""
 import json
 import os
+
+import numpy as np
+
+
+def pyplot():
+    """matplotlib's pyplot drawing to files (no display needed), or None if it is not installed."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def save(fig, png_path):
+    """Write the figure via a temp file and a rename: a reader never sees half a PNG."""
+    import matplotlib.pyplot as plt
+    tmp = png_path + ".tmp.png"
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, png_path)
+    return png_path
 
 
 def read_log(path):
@@ -22,11 +46,8 @@ def read_log(path):
 
 def plot_log(log_path, png_path):
     """Write the PNG and return its path; None (with a note) if matplotlib is not installed."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")  # files only: no display needed
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         print("loss curve skipped: matplotlib is not installed (pip install 'minigpt[plot]')")
         return None
     ts, tl, vs, vl = read_log(log_path)
@@ -39,8 +60,42 @@ def plot_log(log_path, png_path):
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    tmp = png_path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)  # then rename: a reader never sees half a PNG
-    plt.close(fig)
-    os.replace(tmp, png_path)
-    return png_path
+    return save(fig, png_path)
+
+
+def attention_patterns(model, ids, layer):
+    """Run the model on one sequence; its attention weights in `layer`: (NH, T, T), row t = how much
+    position t draws from each position t2 <= t (the rows sum to 1, the future is 0)."""
+    model.forward(np.asarray([ids]))
+    return model.acts["att"][layer, 0].copy()   # acts["att"] is (L, B, NH, T, T)
+
+
+def plot_attention(model, ids, png_path, labels=None, layer=-1):
+    """Every head of one layer as a heatmap: rows are the positions attending, columns the positions
+    attended to. Returns (the PNG's path or None without matplotlib, the (NH, T, T) weights)."""
+    L = model.config.n_layer
+    layer = layer % L
+    att = attention_patterns(model, ids, layer)          # (NH, T, T)
+    plt = pyplot()
+    if plt is None:
+        print("attention map skipped: matplotlib is not installed (pip install 'minigpt[plot]')")
+        return None, att
+    NH, T = att.shape[0], att.shape[1]
+    cols = min(NH, 4)
+    rows = (NH + cols - 1) // cols
+    size = 3.2 if T <= 24 else 4.5
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for h, ax in enumerate(axes.flat):
+        if h >= NH:
+            ax.axis("off")
+            continue
+        ax.imshow(att[h], cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set_title(f"layer {layer} head {h}", fontsize=9)
+        if labels is not None and T <= 48:  # token labels only where they can be read
+            ax.set_xticks(range(T), labels, rotation=90, fontsize=6)
+            ax.set_yticks(range(T), labels, fontsize=6)
+        else:
+            ax.set_xlabel("attended position", fontsize=8)
+            ax.set_ylabel("attending position", fontsize=8)
+    fig.tight_layout()
+    return save(fig, png_path), att

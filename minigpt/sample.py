@@ -254,6 +254,9 @@ def add_arguments(p):
     p.add_argument("--half", action="store_true", help="decode with bf16 weights (a v5 checkpoint always does)")
     p.add_argument("--kernels", choices=["c", "numpy"], default=None, help="decode kernels (default: C if built)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--attention", metavar="PNG", default=None,
+                   help="also draw the attention patterns of the prompt and (first) sample to this PNG")
+    p.add_argument("--layer", type=int, default=-1, help="which layer --attention draws (default: the last)")
 
 
 def run(args):
@@ -283,20 +286,36 @@ def run(args):
     out = sys.stdout
     steps = stream_tokens(weights, prompt, args.max_new_tokens, args.temperature, args.top_k, args.top_p,
                           args.seed, args.num_samples, stop, args.kernels)
+    samples = [[] for _ in range(args.num_samples)]
     if args.num_samples == 1:  # stream to the terminal as tokens arrive
         dec = StreamDecoder(tok) if tok else None
         out.write(args.prompt if args.prompt is not None and dec else "")
         for step in steps:
             for _, t in step:
+                samples[0].append(t)
                 out.write(dec.push([t]) if dec else f"{t} ")
             out.flush()
         out.write((dec.flush() if dec else "") + "\n")
-        return 0
-    samples = [[] for _ in range(args.num_samples)]
+        return draw_attention(args, prompt + samples[0], tok)
     for step in steps:
         for s, t in step:
             samples[s].append(t)
     for j, ids in enumerate(samples):
         body = tok.decode(ids) if tok else " ".join(map(str, ids))
         out.write(f"--- sample {j}\n{body}\n")
+    return draw_attention(args, prompt + samples[0], tok)
+
+
+def draw_attention(args, ids, tok):
+    """--attention: the full model on prompt + sample (its last block_size tokens), one layer's heads."""
+    if not args.attention:
+        return 0
+    from .model import GPT
+    from .plot import plot_attention
+    model = GPT.load(args.checkpoint, backend="numpy")
+    ids = ids[-model.config.block_size:]
+    labels = [repr(tok.decode([t]))[1:-1] if tok else str(t) for t in ids]
+    path, _ = plot_attention(model, ids, args.attention, labels, args.layer)
+    if path:
+        print(f"attention map: {path}", file=sys.stderr)
     return 0
