@@ -16,6 +16,7 @@ import time
 import numpy as np
 
 from .fileio import atomic_write, write_shard
+from .tokenizer import Tokenizer
 
 TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 JSONL_SUFFIXES = (".jsonl", ".json")
@@ -60,57 +61,22 @@ def read_documents(paths, text_key="text"):
 # the tokenizer
 
 
-class ByteTokenizer:
-    """Bytes as tokens (ids 0..255) plus <|endoftext|> = 256: BPE with no merges. Used where the BPE
-    tokenizer (minigpt.tokenizer) is not installed, and it is what vocab_size=256 means."""
-    eot = 256
-    n_vocab = 257
-
-    def encode_ordinary(self, text):
-        return list(text.encode("utf-8"))
-
-    def encode_ordinary_batch(self, texts, num_threads=None):
-        return [self.encode_ordinary(t) for t in texts]
-
-    def decode(self, ids):
-        return b"".join(b"<|endoftext|>" if i == self.eot else bytes([i]) for i in ids).decode("utf-8", "replace")
-
-
-def bpe_available():
-    try:
-        from .tokenizer import Tokenizer  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def train_tokenizer(docs, vocab_size, pattern="gpt4"):
-    """A BPE tokenizer with vocab_size - 256 merges and <|endoftext|> after them; ByteTokenizer when
-    vocab_size is 256 and minigpt.tokenizer is not there."""
-    if bpe_available():
-        from .tokenizer import Tokenizer
-        return Tokenizer.train(docs, vocab_size=vocab_size, pattern=pattern)
-    if vocab_size != 256:
-        raise RuntimeError(f"vocab_size={vocab_size} needs the BPE tokenizer (minigpt.tokenizer), which is "
-                           "not installed here; use --vocab-size 256 for byte-level tokens")
-    return ByteTokenizer()
+    """A BPE tokenizer with vocab_size - 256 merges and <|endoftext|> after them (vocab_size=256: plain
+    bytes, ids 0..255, <|endoftext|> = 256)."""
+    return Tokenizer.train(docs, vocab_size=vocab_size, pattern=pattern)
 
 
 def save_tokenizer(tok, out_dir):
-    """Write the tokenizer beside the shards; returns its file name for meta.json ("bytes": none)."""
-    if isinstance(tok, ByteTokenizer):
-        return "bytes"
+    """Write the tokenizer beside the shards, and llm.c's decode table (for run.c and llm.c);
+    returns its file name for meta.json."""
     tok.save(os.path.join(out_dir, "tokenizer.model"))
-    if hasattr(tok, "save_llmc"):  # llm.c's decode table, so llm.c can print our samples
-        tok.save_llmc(os.path.join(out_dir, "tokenizer.bin"))
+    tok.save_llmc(os.path.join(out_dir, "tokenizer.bin"))
     return "tokenizer.model"
 
 
 def load_tokenizer(data_dir, meta=None):
     meta = meta or read_meta(data_dir)
-    if meta["tokenizer"] == "bytes":
-        return ByteTokenizer()
-    from .tokenizer import Tokenizer
     return Tokenizer.load(os.path.join(data_dir, meta["tokenizer"]))
 
 

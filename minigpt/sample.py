@@ -211,11 +211,7 @@ def load_tokenizer(path):
         head = f.read(8)
     if len(head) == 8 and int.from_bytes(head[:4], "little") == TOKENIZER_MAGIC:
         return LlmcTokenizer(path)
-    try:
-        from .tokenizer import Tokenizer
-    except ImportError as e:
-        raise RuntimeError(f"{path} is not an llm.c tokenizer .bin and minigpt.tokenizer is not "
-                           f"available to load it ({e})") from e
+    from .tokenizer import Tokenizer
     return Tokenizer.load(path)
 
 

@@ -102,9 +102,9 @@ def model_config(s, vocab_size):
 
 def builtin_data(vocab_size):
     """runs/data/builtin-V: the built-in corpus, prepared once and reused."""
-    from .prepare import bpe_available, prepare
+    from .prepare import prepare
     if vocab_size is None:
-        vocab_size = 1024 if bpe_available() else 256  # small: a tiny model learns it in minutes
+        vocab_size = 1024  # small: a tiny model learns it in minutes
     out = os.path.join("runs", "data", f"builtin-{vocab_size}")
     if not os.path.exists(os.path.join(out, "meta.json")):
         from .corpus import builtin_documents

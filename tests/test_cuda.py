@@ -19,11 +19,10 @@ from hypothesis import strategies as st
 
 from minigpt import GPT, GPTConfig, ops
 from minigpt import ops_cuda as k
-from minigpt.model import PARAM_NAMES
+from torch_parity import assert_matches_torch, load_fixture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA_DIR = os.path.join(ROOT, "csrc", "cuda")
-FIXTURE = os.path.join(ROOT, "tests", "fixtures", "gpt2_torch.npz")
 NO_GPU = k.unavailable_reason()
 gpu = pytest.mark.skipif(NO_GPU is not None, reason=f"needs a CUDA GPU: {NO_GPU}")
 GEMMS = ["tiled", "cublas"] if k.has_cublas() else ["tiled"]
@@ -395,41 +394,14 @@ def cuda_model(request, monkeypatch):
     return lambda cfg, **kw: GPT(cfg, backend="cuda", **kw)
 
 
-def load_fixture():
-    f = np.load(FIXTURE)
-    maxT, V, L, NH, C = (int(x) for x in f["config"])
-    return GPTConfig(block_size=maxT, vocab_size=V, n_layer=L, n_head=NH, n_embd=C), f
-
-
 def test_cuda_model_pytorch_parity_and_trajectory(cuda_model):
-    """Logits, loss, all 16 gradients against PyTorch fp32, then the 10-step AdamW loss trajectory."""
+    """Logits, loss, all 16 gradients and 10 AdamW steps against PyTorch fp32 (see torch_parity.py);
+    params_memory writes are host writes, uploaded before the next step."""
     cfg, f = load_fixture()
     model = cuda_model(cfg, seed=None)
     assert type(model).__name__ == "CudaGPT"
-    model.params_memory[:] = f["params"]
-    V = cfg.vocab_size
-    loss = model.forward(f["idx"], f["targets"])
-    np.testing.assert_allclose(model.logits[..., :V], f["logits"], rtol=1e-4, atol=1e-5)
-    assert loss == pytest.approx(float(f["loss"]), rel=1e-5)
-    model.zero_grad()
-    model.backward()
-    g, scale = f["grads"], np.abs(f["grads"]).max()
-    offset = 0
-    for name in PARAM_NAMES:
-        ours = model.grads[name]
-        theirs = g[offset:offset + ours.size].reshape(ours.shape)
-        offset += ours.size
-        np.testing.assert_allclose(ours, theirs, rtol=1e-3, atol=1e-5 * scale, err_msg=name)
-
-    lr, b1, b2, eps, wd = (float(x) for x in f["adamw"])
-    model.params_memory[:] = f["params"]  # a host write: uploaded before the next step
-    losses = []
-    for step in range(1, 11):
-        losses.append(model.forward(f["idx"], f["targets"]))
-        model.zero_grad()
-        model.backward()
-        model.update(lr, b1, b2, eps, wd, t=step)
-    np.testing.assert_allclose(losses, f["losses"], rtol=1e-4)
+    assert_matches_torch(model, f, logits_rtol=1e-4, logits_atol=1e-5, loss_rel=1e-5, grad_rtol=1e-3,
+                         grad_atol=1e-5, steps_rtol=1e-4)
 
 
 def test_cuda_model_matches_numpy_model(cuda_model):

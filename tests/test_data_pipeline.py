@@ -5,6 +5,7 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -191,19 +192,17 @@ def test_parallel_equals_serial_and_cli(tmp_path, capsys):
     assert main(["data", str(tmp_path / "missing.warc"), "--out", str(tmp_path / "x")]) == 2
 
 
-class ByteTokenizer:
-    """A real (if minimal) tokenizer: ids are UTF-8 bytes, <|endoftext|> is 256."""
-    eot = 256
-
-    def encode_ordinary(self, text):
-        return list(text.encode("utf-8"))
+def byte_tokenizer():
+    """minigpt's BPE with no merges: ids are the UTF-8 bytes, <|endoftext|> is 256."""
+    from minigpt.tokenizer import Tokenizer
+    return Tokenizer.train("", vocab_size=256)
 
 
 @needs_data
 def test_warc_to_jsonl_to_shards(tmp_path):
     cfg = P.default_config(languages=None, skip=QUALITY)
     s = P.run_pipeline([str(WARC_DIR / "cc-main-2020-34-sample.warc.gz"), str(DEBIAN)], str(tmp_path), cfg,
-                       tokenizer=ByteTokenizer(), shard_tokens=200_000, progress=False)
+                       tokenizer=byte_tokenizer(), shard_tokens=200_000, progress=False)
     docs = [d["text"] for d in jsonl_records(tmp_path / "documents")]
     assert len(docs) == s["documents_out"] > 50
     paths = s["shards"]
@@ -216,14 +215,14 @@ def test_warc_to_jsonl_to_shards(tmp_path):
 
 def test_shards_split_small_corpus_into_val_and_train(tmp_path):
     from minigpt.data.shards import write_shards
-    paths = write_shards(["hello", "world!"], ByteTokenizer(), str(tmp_path), 1000)
+    tok = byte_tokenizer()
+    paths = write_shards(["hello", "world!"], tok, str(tmp_path), 1000)
     assert [Path(p).name for p in paths] == ["data_val_000000.bin", "data_train_000001.bin"]
     both = np.concatenate([read_shard(p) for p in paths])
     assert both.tolist() == [256, *b"hello", 256, *b"world!"]
+    big = SimpleNamespace(eot=70_000, encode_ordinary=tok.encode_ordinary)  # an id past uint16
     with pytest.raises(ValueError, match="uint16"):
-        class Big(ByteTokenizer):
-            eot = 70000
-        write_shards(["x"], Big(), str(tmp_path), 1000)
+        write_shards(["x"], big, str(tmp_path), 1000)
 
 
 @needs_data

@@ -1,15 +1,14 @@
 """The whole model: gradient check, invariants, PyTorch parity, overfitting, on every CPU backend."""
 import math
-import os
 
 import numpy as np
 import pytest
 
 from minigpt import GPT, GPTConfig, backend
 from minigpt.model import PARAM_NAMES
+from torch_parity import assert_matches_torch, load_fixture
 
 CPU_BACKENDS = [b for b in backend.available() if b != "cuda"]
-FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "gpt2_torch.npz")
 
 
 def tiny(V=11, L=2, NH=2, C=8, maxT=8):
@@ -116,42 +115,12 @@ def test_ignored_targets_and_weights(be):
     np.testing.assert_allclose(gab, 2.0 * ga - 3.0 * gb, rtol=1e-3, atol=1e-6)
 
 
-def load_fixture():
-    f = np.load(FIXTURE)
-    maxT, V, L, NH, C = (int(x) for x in f["config"])
-    cfg = GPTConfig(block_size=maxT, vocab_size=V, n_layer=L, n_head=NH, n_embd=C)
-    return cfg, f
-
-
 @pytest.mark.parametrize("be", CPU_BACKENDS)
 def test_pytorch_parity(be):
-    """Logits, loss and all 16 gradients against PyTorch fp32 (tests/fixtures/make_torch_fixture.py)."""
+    """Logits, loss, all 16 gradients and 10 AdamW steps against PyTorch fp32 (see torch_parity.py)."""
     cfg, f = load_fixture()
-    model = GPT(cfg, backend=be, seed=None)
-    model.params_memory[:] = f["params"]
-    V = cfg.vocab_size
-    loss = model.forward(f["idx"], f["targets"])
-    np.testing.assert_allclose(model.logits[..., :V], f["logits"], rtol=1e-5, atol=2e-6)
-    assert loss == pytest.approx(float(f["loss"]), rel=1e-6)
-    model.zero_grad()
-    model.backward()
-    g = f["grads"]
-    scale = np.abs(g).max()
-    for name, ours in model.grads.items():
-        start = sum(model.params[n].size for n in PARAM_NAMES[:PARAM_NAMES.index(name)])
-        theirs = g[start:start + ours.size].reshape(ours.shape)
-        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6 * scale, err_msg=name)
-
-    # 10 AdamW steps: the loss trajectory
-    lr, b1, b2, eps, wd = (float(x) for x in f["adamw"])
-    model.params_memory[:] = f["params"]
-    losses = []
-    for step in range(1, 11):
-        losses.append(model.forward(f["idx"], f["targets"]))
-        model.zero_grad()
-        model.backward()
-        model.update(lr, b1, b2, eps, wd, t=step)
-    np.testing.assert_allclose(losses, f["losses"], rtol=1e-5)
+    assert_matches_torch(GPT(cfg, backend=be, seed=None), f, logits_rtol=1e-5, logits_atol=2e-6,
+                         loss_rel=1e-6, grad_rtol=1e-4, grad_atol=1e-6, steps_rtol=1e-5)
 
 
 @pytest.mark.parametrize("be", CPU_BACKENDS)

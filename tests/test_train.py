@@ -10,7 +10,7 @@ from minigpt import GPT, GPTConfig, checkpoint
 from minigpt.dataloader import DataLoader
 from minigpt.fileio import FileFormatError, write_shard
 from minigpt.model import PARAM_NAMES
-from minigpt.prepare import ByteTokenizer, prepare, read_documents
+from minigpt.prepare import load_tokenizer, prepare, read_documents
 from minigpt.train import clip_grad_norm, lr_at, read_config, sample_text, train_step
 
 
@@ -161,9 +161,8 @@ def test_prepare_writes_shards_with_eot_between_documents(tmp_path):
     assert meta["tokens"] == len(stream) == sum(len(d) for d in docs) + 3
     assert (stream == meta["eot"]).sum() == 3 and stream[0] == meta["eot"]
     assert len(meta["train"]) >= 2                                    # cut at 30 tokens per shard
-    text = ByteTokenizer().decode(stream.tolist()) if meta["tokenizer"] == "bytes" else None
-    if text is not None:
-        assert sorted(text.split("<|endoftext|>")[1:]) == sorted(docs)
+    text = load_tokenizer(str(tmp_path / "out"), meta).decode(stream.tolist())
+    assert sorted(text.split("<|endoftext|>")[1:]) == sorted(docs)  # every document, whole, once
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"body": "no text field"}\n')
     with pytest.raises(ValueError, match=r"bad.jsonl:1: expected an object with a string 'text'"):

@@ -72,11 +72,7 @@ def run(args):
         print(f"minigpt data: this run needs {', '.join(missing)}, which are not installed; "
               f"install the data extra: pip install -e '.[data]'", file=sys.stderr)
         return 2
-    try:
-        tok = load_tokenizer(args.tokenizer) if args.tokenizer else None
-    except ImportError as e:
-        print(f"minigpt data: --tokenizer needs minigpt.tokenizer, which cannot be imported ({e})", file=sys.stderr)
-        return 2
+    tok = load_tokenizer(args.tokenizer) if args.tokenizer else None
     summary = run_pipeline(paths, args.out, cfg, workers=args.workers, tokenizer=tok,
                            shard_tokens=args.shard_tokens, progress=not args.no_progress)
     print(format_table(summary))
