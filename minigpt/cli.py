@@ -8,7 +8,7 @@ subcommand runs, so `minigpt train` never pays for the data pipeline's imports.
 """
 import argparse
 import importlib
-import importlib.util
+import os
 import sys
 
 # name -> (module, one-line help), in pipeline order
@@ -20,20 +20,11 @@ SUBCOMMANDS = {
 }
 
 
-def _available(module):
-    return importlib.util.find_spec(module) is not None
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="minigpt", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module, help_) in SUBCOMMANDS.items():
-        try:
-            found = _available(module)
-        except ModuleNotFoundError:  # the parent package is not there yet
-            found = False
-        if found:
-            sub.add_parser(name, help=help_, add_help=False)
+    for name, (_, help_) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS:
         parser.print_help() if not argv else parser.parse_args(argv)
@@ -42,4 +33,12 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog=f"minigpt {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
     module.add_arguments(p)
     args = p.parse_args(argv[1:])
-    return module.run(args)
+    try:
+        return module.run(args)
+    except (OSError, ValueError) as e:
+        # bad input (a missing or damaged file, an id out of range, ...): the message says what is
+        # wrong, so print it, not a traceback; MINIGPT_DEBUG=1 shows where it came from
+        if os.environ.get("MINIGPT_DEBUG"):
+            raise
+        print(f"minigpt {argv[0]}: {e}", file=sys.stderr)
+        return 2
