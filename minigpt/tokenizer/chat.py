@@ -1,0 +1,82 @@
+"""Step 6: the chat template, turning a conversation into token ids and a loss mask.
+
+A conversation is a list of messages, {"role": ..., "content": ...} (OpenAI / Hugging Face
+`messages`). Each message becomes
+
+    <|im_start|>ROLE<|im_sep|>CONTENT<|im_end|>
+
+where the three markers are special tokens added after pretraining (the base model never saw
+them) and ROLE is ordinary text. Generation starts after `<|im_start|>assistant<|im_sep|>`.
+
+The loss mask says which tokens SFT trains on: 1 on the assistant's content and its closing
+<|im_end|> (so the model learns to stop), 0 on everything else (system, user and tool text, the
+markers, the role names). Content is always ordinary text: a user who types "<|im_end|>" gets
+those characters as text, never the control token.
+
+Tool use adds six more special tokens (the model calls a tool between the first pair, the
+engine forces the tool's answer between the last pair; see minigpt/inference/tools.py):
+
+    <|tool_start|>calculator: (123*456)+7<|tool_end|><|output_start|>56095<|output_end|>
+    <SEARCH_START>query<SEARCH_END><|output_start|>snippets<|output_end|>
+"""
+IM_START, IM_SEP, IM_END = "<|im_start|>", "<|im_sep|>", "<|im_end|>"
+CHAT_TOKENS = (IM_START, IM_SEP, IM_END)
+TOOL_START, TOOL_END = "<|tool_start|>", "<|tool_end|>"
+SEARCH_START, SEARCH_END = "<SEARCH_START>", "<SEARCH_END>"
+OUTPUT_START, OUTPUT_END = "<|output_start|>", "<|output_end|>"
+TOOL_TOKENS = (TOOL_START, TOOL_END, SEARCH_START, SEARCH_END, OUTPUT_START, OUTPUT_END)
+ROLES = ("system", "user", "assistant", "tool")
+
+
+def add_chat_tokens(tok):
+    """Give tok the chat and tool special tokens (ids after its vocabulary and EOT; already
+    present ones keep theirs). Returns {name: id}."""
+    ids = tok.add_special_tokens(list(CHAT_TOKENS + TOOL_TOKENS))
+    return dict(zip(CHAT_TOKENS + TOOL_TOKENS, ids))
+
+
+def check_messages(messages):
+    """A list of {"role": one of ROLES, "content": str} dicts, or a ValueError saying what is wrong."""
+    if not isinstance(messages, list) or not messages:
+        raise ValueError(f"messages must be a non-empty list, found {type(messages).__name__}"
+                         f"{'' if not isinstance(messages, list) else ' of length 0'}")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ValueError(f"message {i} must be an object with role and content, found {type(m).__name__}")
+        if m.get("role") not in ROLES:
+            raise ValueError(f"message {i}: role must be one of {list(ROLES)}, found {m.get('role')!r}")
+        if not isinstance(m.get("content"), str):
+            raise ValueError(f"message {i}: content must be a string, found {type(m.get('content')).__name__}")
+    return messages
+
+
+def special_id(tok, name):
+    if name not in tok.special_tokens:
+        raise ValueError(f"this tokenizer has no {name} token: it needs the chat tokens "
+                         f"(minigpt.tokenizer.chat.add_chat_tokens), which `minigpt sft` adds")
+    return tok.special_tokens[name]
+
+
+def render(tok, messages, add_generation_prompt=False):
+    """(ids, mask): the conversation's token ids and its loss mask (1 = train on this token).
+    With add_generation_prompt the ids end with `<|im_start|>assistant<|im_sep|>`, ready for the
+    model to write the reply (a prompt: its mask is all 0)."""
+    check_messages(messages)
+    start, sep, end = (special_id(tok, t) for t in CHAT_TOKENS)
+    ids, mask = [], []
+    for m in messages:
+        head = [start] + tok.encode_ordinary(m["role"]) + [sep]
+        body = tok.encode_ordinary(m["content"]) + [end]
+        train = 1 if m["role"] == "assistant" else 0
+        ids += head + body
+        mask += [0] * len(head) + [train] * len(body)
+    if add_generation_prompt:
+        head = [start] + tok.encode_ordinary("assistant") + [sep]
+        ids += head
+        mask += [0] * len(head)
+    return ids, mask
+
+
+def render_prompt(tok, messages):
+    """The ids that ask the model for the next assistant reply (the generation prompt)."""
+    return render(tok, messages, add_generation_prompt=True)[0]
