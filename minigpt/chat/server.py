@@ -288,10 +288,14 @@ def find_model(checkpoint_path, tokenizer_path):
     """(checkpoint file, tokenizer file). A run directory stands for its newest checkpoint and the
     tokenizer.model inside it; this is the one place that knows how runs are laid out."""
     if os.path.isdir(checkpoint_path):
-        run_dir = checkpoint_path
-        checkpoint_path = checkpoint.resolve(run_dir)[:-len(".state")] + ".bin"
+        run_dir, steps = checkpoint_path, checkpoint.list_steps(checkpoint_path)
+        if not steps:
+            raise FileNotFoundError(f"{run_dir}: no checkpoints (ckpt_*.bin with its .state) in this directory")
+        checkpoint_path = checkpoint.paths(run_dir, steps[-1])[0]
         if tokenizer_path is None and os.path.exists(os.path.join(run_dir, "tokenizer.model")):
             tokenizer_path = os.path.join(run_dir, "tokenizer.model")
+    elif not os.path.exists(checkpoint_path):
+        raise FileNotFoundError(f"checkpoint not found: {checkpoint_path}")
     if tokenizer_path is None:
         raise ValueError("give --tokenizer: a chat model's tokenizer (with the chat tokens)")
     return checkpoint_path, tokenizer_path
