@@ -5,12 +5,15 @@ fixed pool of B slots (streams of one kvcache.KVCache) that requests join and le
 
     add(prompt, ...)   prefill the prompt into a free slot; its next-token logits wait there
     step()             every live stream samples one token from its logits (its own settings, its
-                       own RNG); those that go on are fed back in ONE decode_step of S rows
+                       own RNG) and returns it; those that go on are fed back in ONE decode_step
+                       of S rows, run at the start of the next step (or force), so a token
+                       reaches its client before the forward pass that it feeds
     cancel(stream)     free the slot now (a client went away, a stop string was seen)
     force(stream, ids) append ids to the stream's context unsampled (a tool's output), one
                        forward pass of len(ids) rows that also gives the logits after them
 
-So the first token of a new request costs its prefill plus one step, whatever the others are doing.
+So the first token of a new request costs its prefill plus one step, whatever the others are doing
+(and whatever is left of the step in flight when it arrives).
 A stream ends at one of its stop tokens (not emitted; reason "stop"), after max_new_tokens sampled
 tokens, or when its slot's cache is full (reason "length"). Each stream draws from its own
 generator and the C decode kernels give every row the same bits whatever else is in the batch, so
@@ -49,6 +52,7 @@ class Engine:
         self.cache = kvcache.KVCache(weights.config, slots, maxT)
         self.V = weights.config.vocab_size
         self.streams = {}                              # stream id -> Stream, the live ones
+        self.pending = []                              # (stream id, token) sampled, not yet fed
         self.free = list(range(slots - 1, -1, -1))     # free slots, the lowest on top
         self.next_id = 0
 
@@ -85,7 +89,8 @@ class Engine:
     def step(self):
         """One token for every live stream. Returns [(stream id, token or None, finish)] where finish
         is None (it goes on), "stop" (token is None: a stop token, not emitted) or "length"."""
-        out, feed = [], []
+        self.flush()
+        out = []
         for sid, s in list(self.streams.items()):
             t = sample_token(s.logits, s.temperature, s.top_k, s.top_p, s.rng)
             if t in s.stop:
@@ -99,14 +104,19 @@ class Engine:
                 self.cancel(sid)
             else:
                 out.append((sid, t, None))
-                feed.append((s, t))
+                self.pending.append((sid, t))
+        return out
+
+    def flush(self):
+        """Feed the tokens the last step sampled, one row per stream still live, in one forward."""
+        feed = [(self.streams[sid], t) for sid, t in self.pending if sid in self.streams]
+        self.pending = []
         if feed:
             tokens = [t for _, t in feed]
             slots = [s.slot for s, _ in feed]
             logits = kvcache.decode_step(self.weights, self.cache, tokens, slots, self.kern)  # (S, Vp)
             for row, (s, _) in enumerate(feed):
                 s.logits = logits[row, :self.V]
-        return out
 
     def force(self, sid, ids):
         """Append ids to stream sid's context as if it had produced them, without sampling; its next
@@ -114,6 +124,7 @@ class Engine:
         s = self.streams.get(sid)
         if s is None:
             raise KeyError(f"no live stream {sid}")
+        self.flush()  # the sampled token goes in before the forced ones
         ids = [int(t) for t in ids]
         start = int(self.cache.lengths[s.slot])
         if not ids or start + len(ids) > self.maxT:
@@ -131,5 +142,6 @@ class Engine:
             self.free.append(s.slot)
 
     def context_length(self, sid):
-        """Positions of the stream's slot filled so far: prompt, fed tokens and forced tokens."""
+        """Positions of the stream's slot filled so far: prompt, sampled and forced tokens."""
+        self.flush()
         return int(self.cache.lengths[self.streams[sid].slot])
