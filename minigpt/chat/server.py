@@ -251,6 +251,7 @@ class Handler(BaseHTTPRequestHandler):
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # listen backlog: the default 5 resets clients that connect in a burst
 
     def __init__(self, address, weights, tok, model_name="minigpt", slots=8, maxT=None, max_queued=64,
                  limits=None, kernels=None, verbose=False):
