@@ -54,12 +54,13 @@ def reward_head_backward(dlnf, dw, db, dr, lnf, last, w, B, T, C):
 
 
 def bradley_terry(r_chosen, r_rejected):
-    """(mean loss, dloss/dr_chosen, dloss/dr_rejected, accuracy = share with r_chosen > r_rejected)."""
+    """(mean loss, dloss/dr_chosen, dloss/dr_rejected, accuracy = share with r_chosen > r_rejected,
+    a tie counting half)."""
     margin = r_chosen - r_rejected                    # (P,)
     P = margin.size
     loss = float(softplus(-margin.astype(np.float64)).mean())
     g = sigmoid(-margin) / P                          # (P,)
-    return loss, -g, g, float((margin > 0).mean())
+    return loss, -g, g, float((margin > 0).mean() + 0.5 * (margin == 0).mean())
 
 
 # --------------------------------------------------------------------------------------------------
@@ -128,6 +129,9 @@ class RewardModel:
     def save(self, model_path):
         """The trunk as an llm.c checkpoint at model_path, the head beside it (.head)."""
         self.model.save(model_path)
+        self.save_head(model_path)
+
+    def save_head(self, model_path):
         header = make_header(HEAD_MAGIC, HEAD_VERSION, self.w.size)
         body = np.concatenate([self.w, self.b]).astype("<f4")
         atomic_write(head_path(model_path), lambda f: f.write(header.tobytes() + body.tobytes()))
