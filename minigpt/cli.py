@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "train": ("minigpt.pretrain.train", "pretrain a GPT-2 on token shards (no arguments: a built-in corpus)"),
     "sample": ("minigpt.inference.sample", "generate text from a run directory or checkpoint, streaming"),
     "reward": ("minigpt.posttrain.train_reward", "train a reward model on preference pairs (RLHF, part 1)"),
+    "dpo": ("minigpt.posttrain.train_dpo", "fine-tune on preference pairs directly, no reward model (DPO)"),
 }
 
 

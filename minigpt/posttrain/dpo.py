@@ -44,13 +44,14 @@ def sequence_logps(model, x, y):
 
 
 def dpo_loss(logp, ref_logp, beta):
-    """(loss, dloss/dlogp (2P,), share of pairs whose implicit reward prefers the chosen reply)."""
+    """(loss, dloss/dlogp (2P,), share of pairs whose implicit reward prefers the chosen reply, a tie
+    counting half)."""
     P = logp.size // 2
     delta = logp - ref_logp                           # (2P,) log-ratio policy / reference
     z = beta * (delta[:P] - delta[P:])                # (P,)
     loss = float(np.logaddexp(0.0, -z).mean())
     g = beta * sigmoid(-z) / P                        # (P,)
-    return loss, np.concatenate([-g, g]), float((z > 0).mean())
+    return loss, np.concatenate([-g, g]), float((z > 0).mean() + 0.5 * (z == 0).mean())
 
 
 def dpo_weights(dlogp, y, n_valid):
