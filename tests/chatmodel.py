@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 
-from minigpt import GPT, GPTConfig
-from minigpt.model import PARAM_NAMES
+from minigpt.config import PARAM_NAMES
+from minigpt.model import GPT, GPTConfig
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer.chat import add_chat_tokens
 

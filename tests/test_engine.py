@@ -4,12 +4,12 @@ slots; force appends unsampled tokens exactly as if they had been in the prompt.
 import numpy as np
 import pytest
 
-from minigpt import GPT, GPTConfig, kvcache
+from minigpt.config import PARAM_NAMES
+from minigpt.inference import generate, kvcache
 from minigpt.inference.engine import Engine
-from minigpt.model import PARAM_NAMES
-from minigpt.sample import generate
+from minigpt.model import GPT, GPTConfig, backend
 
-KERNELS = ["numpy"] + (["c"] if kvcache.c_available() else [])
+KERNELS = ["numpy"] + (["c"] if "c" in backend.available() else [])
 
 
 def tiny_weights(V=70, maxT=40, seed=0):

@@ -15,15 +15,14 @@ import time
 
 import pytest
 
-from minigpt import kvcache
 from minigpt.chat import api
-from minigpt.chat.server import Server, find_model
-from minigpt.sample import load_tokenizer
-from minigpt.tokenizer import Tokenizer
+from minigpt.chat.server import Server
+from minigpt.inference import kvcache
+from minigpt.tokenizer import Tokenizer, load_tokenizer
 from minigpt.tokenizer.chat import render_prompt
 
 sys.path.insert(0, os.path.dirname(__file__))
-from chatmodel import make_chat_model  # noqa: E402
+from chatmodel import TEXT, make_chat_model  # noqa: E402
 
 openai = pytest.importorskip("openai", reason="the openai client is not installed (pip install openai)")
 HI = [{"role": "user", "content": "Hello there, café 日本"}]
@@ -310,37 +309,49 @@ def test_choice_text_never_splits_a_character(files):
 # the command line
 
 
-def test_cli_serves_and_stops(files, tmp_path):
+def run_dir(files, tmp_path):
+    """A run directory as `minigpt train` leaves one: checkpoints and the run's tokenizer.model."""
     ckpt, tok_path = files
-    p = subprocess.Popen([sys.executable, "-m", "minigpt", "serve", "--checkpoint", ckpt, "--tokenizer", tok_path,
-                          "--port", "0", "--slots", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    for step in (5, 10):
+        shutil.copy(ckpt, run / f"ckpt_{step:06d}.bin")
+    shutil.copy(tok_path, run / "tokenizer.model")
+    return run
+
+
+def test_cli_serves_a_run_directory_and_stops(files, tmp_path):
+    run = run_dir(files, tmp_path)
+    p = subprocess.Popen([sys.executable, "-m", "minigpt", "serve", str(run), "--port", "0", "--slots", "2"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = p.stdout.readline()
         url = line.split()[2].rstrip("/")
         assert url.startswith("http://127.0.0.1:")  # the default binds loopback only
+        assert "model ckpt_000010," in line  # the newest checkpoint
         status, body = post(url, {"messages": HI, "max_tokens": 4})
-        assert status == 200 and body["usage"]["completion_tokens"] == 4
+        assert status == 200 and body["usage"]["completion_tokens"] == 4 and body["model"] == "ckpt_000010"
     finally:
         p.send_signal(signal.SIGINT)
         assert p.wait(timeout=60) == 0
 
 
 def test_cli_bad_input_is_one_line(files, tmp_path):
-    plain = Tokenizer.train("no chat tokens here " * 20, vocab_size=260)
+    plain = Tokenizer.train(TEXT, vocab_size=load_tokenizer(files[1]).n_vocab - 1)  # as many ids, no chat tokens
     plain.save(str(tmp_path / "plain.model"))
-    for extra in (["--tokenizer", str(tmp_path / "plain.model")], ["--tokenizer", str(tmp_path / "missing")], []):
-        r = subprocess.run([sys.executable, "-m", "minigpt", "serve", "--checkpoint", files[0], *extra],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    alone = shutil.copy(files[0], tmp_path / "alone.bin")  # no tokenizer.model beside it
+    cases = [["--checkpoint", files[0], "--tokenizer", str(tmp_path / "plain.model")],  # no chat tokens
+             ["--checkpoint", files[0], "--tokenizer", str(tmp_path / "missing")],
+             ["--checkpoint", str(alone)],                                             # no tokenizer
+             [str(tmp_path / "nowhere")],
+             [str(tmp_path)],                                                          # no checkpoints in it
+             [files[0], "--tokenizer", files[1], "--port", "70000"],
+             [files[0], "--tokenizer", files[1], "--slots", "0"],
+             []]
+    for extra in cases:
+        r = subprocess.run([sys.executable, "-m", "minigpt", "serve", *extra], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (extra, r.stderr)
+        if extra is cases[0]:
+            assert "no chat tokens" in r.stderr
 
-
-def test_run_directory(files, tmp_path):
-    ckpt, tok_path = files
-    run = tmp_path / "run"
-    run.mkdir()
-    for step in (5, 10):
-        shutil.copy(ckpt, run / f"ckpt_{step:06d}.bin")
-        (run / f"ckpt_{step:06d}.state").write_bytes(b"")
-    shutil.copy(tok_path, run / "tokenizer.model")
-    assert find_model(str(run), None) == (str(run / "ckpt_000010.bin"), str(run / "tokenizer.model"))
-    assert find_model(str(run), "other.model")[1] == "other.model"

@@ -6,9 +6,9 @@ import sys
 
 import pytest
 
-from minigpt import kvcache
 from minigpt.chat.server import Server
-from minigpt.sample import load_tokenizer
+from minigpt.inference import kvcache
+from minigpt.tokenizer import load_tokenizer
 
 sys.path.insert(0, os.path.dirname(__file__))
 from chatmodel import make_chat_model  # noqa: E402

@@ -8,7 +8,7 @@ import json
 import time
 from dataclasses import dataclass
 
-from ..sample import StreamDecoder
+from ..inference.generate import StreamDecoder
 from ..tokenizer.chat import IM_END, IM_START, ROLES, check_messages, render_prompt
 
 

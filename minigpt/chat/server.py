@@ -20,11 +20,14 @@ import queue
 import threading
 import traceback
 import uuid
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from .. import checkpoint, kvcache
+from .. import settings
 from ..inference.engine import Engine
-from ..sample import load_tokenizer
+from ..inference.sample import open_model
+from ..model.backend import RuntimeSettings, set_threads
+from ..tokenizer.chat import IM_END
 from . import api
 
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
@@ -285,52 +288,54 @@ class Server(ThreadingHTTPServer):
 # the command line
 
 
-def find_model(checkpoint_path, tokenizer_path):
-    """(checkpoint file, tokenizer file). A run directory stands for its newest checkpoint and the
-    tokenizer.model inside it; this is the one place that knows how runs are laid out."""
-    if os.path.isdir(checkpoint_path):
-        run_dir, steps = checkpoint_path, checkpoint.list_steps(checkpoint_path)
-        if not steps:
-            raise FileNotFoundError(f"{run_dir}: no checkpoints (ckpt_*.bin with its .state) in this directory")
-        checkpoint_path = checkpoint.paths(run_dir, steps[-1])[0]
-        if tokenizer_path is None and os.path.exists(os.path.join(run_dir, "tokenizer.model")):
-            tokenizer_path = os.path.join(run_dir, "tokenizer.model")
-    elif not os.path.exists(checkpoint_path):
-        raise FileNotFoundError(f"checkpoint not found: {checkpoint_path}")
-    if tokenizer_path is None:
-        raise ValueError("give --tokenizer: a chat model's tokenizer (with the chat tokens)")
-    return checkpoint_path, tokenizer_path
+@dataclass
+class ServeSettings:
+    host: str = "127.0.0.1"      # address to listen on (0.0.0.0: every interface; there is no authentication)
+    port: int = 8000             # TCP port; 0: any free port (the URL is printed)
+    slots: int = 16              # streams decoded together: rows of the KV cache
+    context: int = None          # positions per slot (default: the model's block_size)
+    max_queued: int = 64         # choices that may wait for a slot; more are answered 503
+    model_name: str = None       # the model id clients see (default: the checkpoint's file name)
+    half: bool = False           # decode with bf16 weights (a bf16 v5 checkpoint always does)
+    verbose: bool = False        # log every HTTP request
+
+    def __post_init__(self):
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], found {self.port}")
+        if self.slots < 1 or self.max_queued < 1:
+            raise ValueError(f"slots and max_queued must be >= 1, found {self.slots} and {self.max_queued}")
 
 
 def add_arguments(p):
-    p.add_argument("--checkpoint", required=True, help="a chat model checkpoint (.bin) or its run directory")
-    p.add_argument("--tokenizer", default=None, help="its tokenizer, with the chat tokens (minigpt sft adds them)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=8000, help="0: any free port (the URL is printed)")
-    p.add_argument("--slots", type=int, default=16, help="streams decoded together (KV-cache rows)")
-    p.add_argument("--context", type=int, default=None, help="positions per slot (default: block_size)")
-    p.add_argument("--max-queued", type=int, default=64, help="choices that may wait for a slot; more: 503")
-    p.add_argument("--model-name", default=None, help="the model id clients see (default: the file name)")
-    p.add_argument("--half", action="store_true", help="bf16 weights (a v5 checkpoint always is)")
-    p.add_argument("--kernels", choices=["c", "numpy"], default=None, help="decode kernels (default: C if built)")
-    p.add_argument("--threads", type=int, default=None, help="decode threads")
-    p.add_argument("--verbose", action="store_true", help="log every HTTP request")
+    p.add_argument("model", nargs="?", help="a chat model: a run directory (its newest checkpoint and "
+                                            "tokenizer) or a checkpoint .bin")
+    p.add_argument("--checkpoint", default=None, help="the same as MODEL")
+    p.add_argument("--tokenizer", default=None, help="its tokenizer, with the chat tokens (default: the run "
+                                                     "directory's tokenizer.model)")
+    settings.add_arguments(p, ServeSettings, RuntimeSettings)
 
 
 def run(args):
-    ckpt, tok_path = find_model(args.checkpoint, args.tokenizer)
-    weights = kvcache.DecodeWeights.load(ckpt, half=True if args.half else None)
-    tok = load_tokenizer(tok_path)
-    if not getattr(tok, "special_tokens", {}).get("<|im_end|>"):
-        raise ValueError(f"{tok_path}: this tokenizer has no chat tokens (<|im_start|> ...): serve a chat "
-                         f"model's tokenizer (minigpt sft adds them)")
-    if args.threads and kvcache.c_available():
-        kvcache.kernels("c").set_threads(args.threads)
-    name = args.model_name or os.path.splitext(os.path.basename(ckpt))[0]
-    server = Server((args.host, args.port), weights, tok, name, args.slots, args.context, args.max_queued,
-                    kernels=args.kernels, verbose=args.verbose)
+    if args.model and args.checkpoint and args.model != args.checkpoint:
+        raise ValueError(f"two models given: {args.model} and --checkpoint {args.checkpoint}")
+    path = args.model or args.checkpoint
+    if not path:
+        raise ValueError("give a model: a run directory or a checkpoint (minigpt serve runs/NAME)")
+    s = settings.build(ServeSettings, settings.from_args(args, ServeSettings))
+    rt = settings.build(RuntimeSettings, settings.from_args(args, RuntimeSettings))
+    if rt.threads:
+        set_threads(rt.threads)
+    weights, tok, ckpt = open_model(path, args.tokenizer, half=True if s.half else None)
+    if tok is None:
+        raise ValueError(f"{path}: no tokenizer: give --tokenizer (a chat model's, with the chat tokens)")
+    if IM_END not in getattr(tok, "special_tokens", {}):
+        raise ValueError(f"{args.tokenizer or path}: the tokenizer has no chat tokens (<|im_start|> ...): "
+                         f"serve a chat model (minigpt sft adds them)")
+    name = s.model_name or os.path.splitext(os.path.basename(ckpt))[0]
+    server = Server((s.host, s.port), weights, tok, name, s.slots, s.context, s.max_queued,
+                    kernels=rt.backend, verbose=s.verbose)
     print(f"minigpt serve: {server.url}/ (chat page), {server.url}/v1 (OpenAI API), model {name}, "
-          f"{args.slots} slots x {server.maxT} positions", flush=True)
+          f"{s.slots} slots x {server.maxT} positions", flush=True)
     server.worker.thread.start()
     try:
         server.serve_forever()

@@ -18,14 +18,15 @@ A stream ends at one of its stop tokens (not emitted; reason "stop"), after max_
 tokens, or when its slot's cache is full (reason "length"). Each stream draws from its own
 generator and the C decode kernels give every row the same bits whatever else is in the batch, so
 a stream's tokens do not depend on its neighbours (tests/test_engine.py checks this against
-sample.generate). The samplers and the forward pass are those of sample.py and kvcache.py.
+generate.generate). The samplers and the forward pass are those of sampling.py and kvcache.py.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
-from .. import kvcache
-from ..sample import check_sampling, sample_token
+from ..model import backend
+from . import kvcache
+from .sampling import check_sampling, sample_token
 
 
 @dataclass
@@ -48,7 +49,7 @@ class Engine:
         if slots < 1:
             raise ValueError(f"the engine needs at least one slot, found {slots}")
         self.weights = weights
-        self.kern = kvcache.kernels(kernels) if kernels is None or isinstance(kernels, str) else kernels
+        self.kern = backend.decode_kernels(kernels) if kernels is None or isinstance(kernels, str) else kernels
         self.cache = kvcache.KVCache(weights.config, slots, maxT)
         self.V = weights.config.vocab_size
         self.streams = {}                              # stream id -> Stream, the live ones
