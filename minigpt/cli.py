@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "prepare": ("minigpt.prepare", "text files / JSONL -> trained tokenizer + llm.c token shards"),
     "train": ("minigpt.train", "pretrain a GPT-2 on token shards (no arguments: a built-in corpus)"),
     "sample": ("minigpt.sample", "generate text from a checkpoint, streaming"),
+    "eval": ("minigpt.eval.cli", "loss, bits per byte, multiple choice and pass@k of a checkpoint"),
+    "size": ("minigpt.eval.size", "parameters, memory, FLOPs and training time of a model shape"),
 }
 
 
