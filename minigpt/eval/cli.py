@@ -38,7 +38,8 @@ def add_arguments(p):
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=16, help="rows per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="rows per forward pass (default: as many as fit 2 GB of activations, at most 64)")
     p.add_argument("--backend", choices=["numpy", "c", "cuda"], default=None)
     p.add_argument("--write-builtin", metavar="FILE", help="write the built-in choice set as JSONL and stop")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -69,6 +70,10 @@ def choice_results(model, tok, name, args):
 def evaluate(args):
     model = GPT.load(args.checkpoint, backend=args.backend)
     tok = load_tokenizer(args.tokenizer)
+    if args.batch_size is None:
+        args.batch_size = loss.rows_per_batch(model.config, model.config.block_size)
+    elif args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, found {args.batch_size}")
     if not (args.text or args.shards or args.choice or args.generative):
         args.choice = ["builtin"]
     results = {"checkpoint": args.checkpoint, "params": model.num_parameters, "loss": {}, "choice": {},

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..dataloader import shard_paths
 from ..fileio import read_shard
+from ..model import act_shapes
 
 
 @contextmanager
@@ -35,11 +36,17 @@ def eval_mode(model):
 
 def token_losses(model, x, y):
     """Each token's loss, -log p(y | x), as float64 (B, T); 0 where y is -1. Reads the loss kernel's
-    own per-token output (on the GPU backend it is downloaded)."""
+    own per-token output (the GPU backend downloads it on lookup)."""
     with eval_mode(model):
         model.forward(x, y)
-    losses = model.acts["losses"]
-    return np.array(losses.download() if hasattr(losses, "download") else losses, dtype=np.float64)  # (B, T)
+    return np.array(model.acts["losses"], dtype=np.float64)  # (B, T)
+
+
+def rows_per_batch(cfg, T, budget=2e9, most=64):
+    """How many rows of T tokens fit a forward pass's activations (model.act_shapes, fp32) in
+    `budget` bytes: GPT-2 124M at T=1024 keeps ~2.3 GB per row (attention alone is L x NH x T x T)."""
+    per_row = 4 * sum(math.prod(s) for s in act_shapes(cfg, 1, T).values())
+    return int(max(1, min(most, budget // per_row)))
 
 
 def sequence_losses(model, ids, batch_size=8):

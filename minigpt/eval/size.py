@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from ..fileio import CHECKPOINT_MAGIC, CHECKPOINT_VERSION_BF16, CHECKPOINT_VERSION_FP32, read_header
 from ..flops import flops_per_token, peak_flops
 from ..model import GPTConfig, act_shapes, param_shapes
+from ..train import DEFAULTS, PRESETS as TRAIN_PRESETS, model_config, read_config  # minigpt's own sizes
 
 # ---------------------------------------------------------------------------------------------------
 # the shapes
@@ -252,13 +253,11 @@ def checkpoint_config(path):
 
 
 def config_from_args(args):
-    from ..train import PRESETS as TRAIN_PRESETS  # minigpt's own sizes: tiny, small, 124M, 350M
     if args.checkpoint:
         cfg = checkpoint_config(args.checkpoint)
     elif args.params:
         cfg = shape_for_params(parse_amount(args.params), args.arch)
     elif args.config:
-        from ..train import DEFAULTS, model_config, read_config
         s = {**DEFAULTS, **read_config(args.config)}
         cfg = model_config(s, s["vocab_size"] or 50257)
     elif args.preset in PRESETS:
