@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from minigpt import GPT, GPTConfig
+from minigpt.backend import available
 from minigpt.cli import main
 from minigpt.eval import builtin, choice, generative, loss
 from minigpt.fileio import make_header, write_shard
@@ -105,6 +106,15 @@ def test_completion_scoring_matches_a_direct_computation(tok):
         right_norm += np.argmin(means) == ex["label"]
     assert (r["acc"], r["acc_norm"], r["n"]) == (right / 3, right_norm / 3, 3)
     assert r["chance"] == pytest.approx((1 / 4 + 1 / 3 + 1 / 2) / 3)
+
+
+@pytest.mark.skipif("c" not in available(), reason="the C backend is not built")
+def test_c_backend_scores_as_numpy(tok, tmp_path):
+    make_model(tok).save(tmp_path / "m.bin")
+    a = choice.score_completion(GPT.load(str(tmp_path / "m.bin"), backend="numpy"), tok, EXAMPLES)
+    b = choice.score_completion(GPT.load(str(tmp_path / "m.bin"), backend="c"), tok, EXAMPLES)
+    for pa, pb in zip(a["predictions"], b["predictions"]):
+        np.testing.assert_allclose(pa["mean_losses"], pb["mean_losses"], rtol=1e-4)
 
 
 def test_long_context_is_cut_from_the_left(tok):

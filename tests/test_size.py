@@ -3,6 +3,7 @@ memory, KV cache and FLOPs from their definitions; the command line."""
 import json
 import math
 
+import numpy as np
 import pytest
 
 from minigpt import GPT, GPTConfig
@@ -10,6 +11,7 @@ from minigpt.cli import main
 from minigpt.eval.size import (PRESETS, LlamaConfig, count, llama_hidden, parse_amount, shape_for_params,
                                size_report, tensor_shapes)
 from minigpt.flops import flops_per_token
+from minigpt.kvcache import KVCache
 from minigpt.model import act_shapes, num_parameters
 from minigpt.train import PRESETS as TRAIN_PRESETS
 
@@ -61,6 +63,25 @@ def test_memory_and_kv_cache():
     assert t["activations"] == 4 * acts and t["total"] == 16 * N + 8 * acts
     # llama 70B's cache is GQA-sized: 8 of 64 heads
     assert size_report(PRESETS["llama2-70B"], 1, 1)["kv_cache_bytes_per_token"]["bf16"] == 2 * 2 * 80 * 8 * 128
+
+
+def test_memory_is_what_minigpt_allocates():
+    """One training step of a small model allocates exactly the bytes the report names; the KV
+    cache for one full-length sequence is the size kvcache.KVCache allocates."""
+    cfg = GPTConfig(block_size=16, vocab_size=100, n_layer=2, n_head=2, n_embd=8)
+    model = GPT(cfg, backend="numpy")
+    x = np.zeros((3, 10), dtype=np.int64)
+    model.forward(x, x)
+    model.backward()
+    model.update(1e-3)
+    acts = sum(a.nbytes for a in model.acts.values())
+    grad_acts = sum(a.nbytes for a in model.grad_acts.values())
+    t = size_report(cfg, B=3, T=10)["train_bytes"]
+    assert (t["weights"], t["gradients"]) == (model.params_memory.nbytes, model.grads_memory.nbytes)
+    assert t["adamw_m_v"] == model.m_memory.nbytes + model.v_memory.nbytes
+    assert (t["activations"], t["activation_grads"]) == (acts, grad_acts)
+    cache = KVCache(cfg, 1, cfg.block_size)
+    assert size_report(cfg)["kv_cache_bytes_full_context"]["fp32"] == cache.k.nbytes + cache.v.nbytes
 
 
 def test_flops_and_time():
