@@ -57,13 +57,16 @@ def choice_results(model, tok, name, args):
         examples = examples[:args.max_examples]
     score = choice.score_chat if args.chat else choice.score_completion
     r = score(model, tok, examples, args.batch_size)
-    tasks = sorted({ex.get("task") for ex in examples} - {None})
-    if tasks:  # the built-in set's tasks, each on its own
-        key = "acc" if args.chat else "acc_norm"
-        r["tasks"] = {t: sum(p["pred" if args.chat else "pred_norm"] == p["label"]
-                             for ex, p in zip(examples, r["predictions"]) if ex.get("task") == t) /
-                      sum(ex.get("task") == t for ex in examples) for t in tasks}
-        r["tasks_metric"] = key
+    # the built-in set's tasks, each on its own, by the headline metric
+    metric, pred = ("acc", "pred") if args.chat else ("acc_norm", "pred_norm")
+    right, total = {}, {}
+    for ex, p in zip(examples, r["predictions"]):
+        if "task" in ex:
+            total[ex["task"]] = total.get(ex["task"], 0) + 1
+            right[ex["task"]] = right.get(ex["task"], 0) + (p[pred] == p["label"])
+    if total:
+        r["tasks"] = {task: right[task] / total[task] for task in sorted(total)}
+        r["tasks_metric"] = metric
     return r
 
 
