@@ -135,6 +135,7 @@ def test_cli_json_and_table(capsys, tmp_path):
     (["size", "-T", "5000"], "T=5000 must be in [1, block_size=1024]"),
     (["size", "llama2-7B", "--n-kv-head", "5"], "n_head by n_kv_head"),
     (["size", "--checkpoint", "/no/model.bin"], "not found: /no/model.bin"),
+    (["size", "gpt2-124M", "--ffn-hidden", "100"], "shape Llama models"),
 ])
 def test_bad_input(capsys, argv, message):
     assert main(argv) == 2

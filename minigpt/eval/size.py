@@ -271,6 +271,8 @@ def config_from_args(args):
     if is_llama(cfg):
         sizes.update({k: getattr(args, k) for k in ("n_kv_head", "ffn_hidden") if getattr(args, k) is not None})
         return LlamaConfig(**{**asdict(cfg), **sizes}) if sizes else cfg
+    if args.n_kv_head is not None or args.ffn_hidden is not None:
+        raise ValueError("--n-kv-head and --ffn-hidden shape Llama models; GPT-2 has n_head heads and 4C")
     if sizes:  # a new vocabulary needs a new padding
         cfg = GPTConfig(**{**asdict(cfg), "padded_vocab_size": None, **sizes})
     return cfg
