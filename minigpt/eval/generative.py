@@ -37,9 +37,10 @@ def pass_at_k(n, c, k):
 
 
 def final_answer(text):
-    """The answer a completion gives: the text after its last `####` (GSM8K's convention), else the
-    whole completion; stripped, with thousands separators removed from a number."""
-    answer = text.rsplit("####", 1)[-1].strip()
+    """The answer a completion gives: the rest of the line after its last `####` (GSM8K's
+    convention; a model may write on after it), else the whole completion; stripped, with thousands
+    separators removed from a number."""
+    answer = text.rsplit("####", 1)[1].strip().split("\n", 1)[0].strip() if "####" in text else text.strip()
     plain = answer.replace(",", "")
     return plain if plain.lstrip("-").replace(".", "", 1).isdigit() else answer
 
