@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from minigpt import GPT, GPTConfig
-from minigpt.backend import available
+from minigpt.model import GPT, GPTConfig
+from minigpt.inference import generate
+from minigpt.model.backend import available
 from minigpt.cli import main
 from minigpt.eval import builtin, choice, generative, loss
 from minigpt.fileio import make_header, write_shard
@@ -245,7 +246,7 @@ def test_evaluate_generative_counts_passes_and_greedy(tok):
     first = {}
     for p in prompts:
         ids = generative.prompt_ids(tok, p)
-        first[p if isinstance(p, str) else json.dumps(p)] = tok.decode(model.generate(ids, 1, temperature=0)[0])
+        first[p if isinstance(p, str) else json.dumps(p)] = tok.decode(generate(model, ids, 1, temperature=0)[0])
     grader = lambda prompt, completion: float(completion.startswith(first[prompt]))  # noqa: E731
     r = generative.evaluate_generative(model, tok, prompts, grader, n=6, k=[1, 3], temperature=1.0,
                                        max_new_tokens=5, seed=1)
@@ -276,7 +277,7 @@ def files(tok, tmp_path):
 
 
 def test_cli_json(files, capsys):
-    argv = ["eval", "--checkpoint", str(files / "m.bin"), "--tokenizer", str(files / "tok.model"),
+    argv = ["eval", str(files / "m.bin"), "--tokenizer", str(files / "tok.model"),
             "--text", str(files / "t.txt"), "--choice", str(files / "mc.jsonl"), "--generative",
             str(files / "gen.jsonl"), "--samples", "4", "--k", "1,2", "--max-new-tokens", "4", "--json",
             "--out", str(files / "r.json")]
@@ -288,17 +289,21 @@ def test_cli_json(files, capsys):
     assert mc["n"] == 3 and 0 <= mc["acc_norm"] <= 1 and "predictions" not in mc
     g = r["generative"][str(files / "gen.jsonl")]
     assert g["prompts"] == 2 and {"pass@1", "pass@2", "greedy", "mean_grade"} <= set(g)
-    assert main(argv[:5] + ["--choice", str(files / "mc.jsonl"), "--chat"]) == 0
+    assert main(argv[:4] + ["--choice", str(files / "mc.jsonl"), "--chat"]) == 0
     table = capsys.readouterr().out
     assert "mc.jsonl (chat)" in table and "acc" in table
 
 
-def test_cli_builtin_default_and_write(files, capsys):
-    base = ["eval", "--checkpoint", str(files / "m.bin"), "--tokenizer", str(files / "tok.model")]
-    assert main(base + ["--max-examples", "8"]) == 0
+def test_cli_run_directory_and_builtin(files, capsys):
+    """A run directory means its newest checkpoint and its tokenizer.model; no task: the built-in set."""
+    run = files / "run"
+    run.mkdir()
+    (run / "ckpt_000010.bin").write_bytes((files / "m.bin").read_bytes())
+    (run / "tokenizer.model").write_bytes((files / "tok.model").read_bytes())
+    assert main(["eval", str(run), "--max-examples", "8"]) == 0
     out = capsys.readouterr().out
-    assert "builtin" in out and "docstring" in out and "continuation" in out and "8 examples" in out
-    assert main(base + ["--write-builtin", str(files / "b.jsonl"), "--max-examples", "6"]) == 0
+    assert "ckpt_000010.bin" in out and "docstring" in out and "continuation" in out and "8 examples" in out
+    assert main(["eval", "--write-builtin", str(files / "b.jsonl"), "--max-examples", "6"]) == 0
     assert len(choice.read_examples(str(files / "b.jsonl"))) == 6
 
 
@@ -307,12 +312,16 @@ def test_cli_builtin_default_and_write(files, capsys):
     (["--choice", "BAD"], "mc.jsonl:1: not JSON"),
     (["--generative", "MC"], "expected {\"prompt\""),
     (["--shards", "/no/shards_*.bin"], "no token shards match"),
+    (["--samples", "2", "--k", "1,4"], "k must be comma-separated ints in [1, samples=2]"),
+    (["--tokenizer", "OTHER"], "do not belong together"),
 ])
 def test_cli_bad_input_is_one_line(files, capsys, extra, message):
-    (files / "bad" / "mc.jsonl").parent.mkdir()
+    (files / "bad").mkdir()
     (files / "bad" / "mc.jsonl").write_text("{oops\n")
-    extra = [str(files / "bad" / "mc.jsonl") if a == "BAD" else str(files / "mc.jsonl") if a == "MC" else a for a in extra]
-    argv = ["eval", "--checkpoint", str(files / "m.bin"), "--tokenizer", str(files / "tok.model")] + extra
+    Tokenizer.train(TEXT, vocab_size=270).save(str(files / "bad" / "other.model"))
+    swap = {"BAD": files / "bad" / "mc.jsonl", "MC": files / "mc.jsonl", "OTHER": files / "bad" / "other.model"}
+    extra = [str(swap.get(a, a)) for a in extra]
+    argv = ["eval", str(files / "m.bin"), "--tokenizer", str(files / "tok.model")] + extra
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err

@@ -6,14 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from minigpt import GPT, GPTConfig
+from minigpt.model import GPT, GPTConfig
 from minigpt.cli import main
 from minigpt.eval.size import (PRESETS, LlamaConfig, count, llama_hidden, parse_amount, shape_for_params,
                                size_report, tensor_shapes)
-from minigpt.flops import flops_per_token
-from minigpt.kvcache import KVCache
-from minigpt.model import act_shapes, num_parameters
-from minigpt.train import PRESETS as TRAIN_PRESETS
+from minigpt.config import PRESETS as TRAIN_PRESETS
+from minigpt.config import act_shapes, num_parameters
+from minigpt.inference.kvcache import KVCache
+from minigpt.model.flops import flops_per_token
 
 
 @pytest.mark.parametrize("name, params", [
@@ -112,10 +112,10 @@ def test_parse_amount():
 
 
 def test_cli_json_and_table(capsys, tmp_path):
-    assert main(["size", "llama2-7B", "--json", "-B", "1", "-T", "16"]) == 0
+    assert main(["size", "llama2-7B", "--json", "--batch-size", "1", "--seq-len", "16"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["params"] == 6_738_415_616 and r["tensors"]["output"]["params"] == 32000 * 4096
-    assert main(["size", "--params", "7B", "--arch", "llama", "-T", "8"]) == 0
+    assert main(["size", "--params", "7B", "--arch", "llama", "--seq-len", "8"]) == 0
     assert "6,738,415,616" in capsys.readouterr().out
     assert main(["size", "tiny", "--vocab-size", "256", "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
@@ -132,7 +132,7 @@ def test_cli_json_and_table(capsys, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["size", "gpt5"], "unknown preset 'gpt5'"),
     (["size", "--params", "lots"], "expected a number"),
-    (["size", "-T", "5000"], "T=5000 must be in [1, block_size=1024]"),
+    (["size", "--seq-len", "5000"], "T=5000 must be in [1, block_size=1024]"),
     (["size", "llama2-7B", "--n-kv-head", "5"], "n_head by n_kv_head"),
     (["size", "--checkpoint", "/no/model.bin"], "not found: /no/model.bin"),
     (["size", "gpt2-124M", "--ffn-hidden", "100"], "shape Llama models"),

@@ -18,8 +18,8 @@ import functools
 import json
 import random
 
-from ..corpus import docstring_entries, parse_module, stdlib_sources
 from ..fileio import atomic_write
+from ..pretrain.corpus import docstring_entries, parse_module, stdlib_sources
 
 
 @functools.lru_cache(maxsize=1)

@@ -21,8 +21,8 @@ import os
 
 import numpy as np
 
-from ..kvcache import DecodeWeights
-from ..sample import generate
+from ..inference.generate import generate
+from ..inference.kvcache import DecodeWeights
 from ..tokenizer.chat import IM_END, check_messages, render_prompt
 from .loss import encode_text
 

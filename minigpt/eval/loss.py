@@ -18,9 +18,9 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from ..dataloader import shard_paths
+from ..config import act_shapes
 from ..fileio import read_shard
-from ..model import act_shapes
+from ..pretrain.dataloader import shard_paths
 
 
 @contextmanager

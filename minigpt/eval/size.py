@@ -20,9 +20,12 @@ import sys
 from dataclasses import asdict, dataclass
 
 from ..fileio import CHECKPOINT_MAGIC, CHECKPOINT_VERSION_BF16, CHECKPOINT_VERSION_FP32, read_header
-from ..flops import flops_per_token, peak_flops
-from ..model import GPTConfig, act_shapes, param_shapes
-from ..train import DEFAULTS, PRESETS as TRAIN_PRESETS, model_config, read_config  # minigpt's own sizes
+from .. import settings
+from ..config import PRESETS as TRAIN_PRESETS  # minigpt's own sizes: tiny, small, 124M, 350M
+from ..config import GPTConfig, act_shapes, param_shapes
+from ..model.flops import flops_per_token, peak_flops
+from ..pretrain.train import CLASSES as TRAIN_CLASSES
+from ..pretrain.train import TrainSettings, model_config
 
 # ---------------------------------------------------------------------------------------------------
 # the shapes
@@ -252,26 +255,58 @@ def checkpoint_config(path):
     return GPTConfig(block_size=maxT, vocab_size=V, n_layer=L, n_head=NH, n_embd=C, padded_vocab_size=Vp)
 
 
-def config_from_args(args):
-    if args.checkpoint:
-        cfg = checkpoint_config(args.checkpoint)
-    elif args.params:
-        cfg = shape_for_params(parse_amount(args.params), args.arch)
-    elif args.config:
-        s = {**DEFAULTS, **read_config(args.config)}
-        cfg = model_config(s, s["vocab_size"] or 50257)
-    elif args.preset in PRESETS:
-        cfg = PRESETS[args.preset]
-    elif args.preset in TRAIN_PRESETS:
-        cfg = GPTConfig(vocab_size=50257, **TRAIN_PRESETS[args.preset])
+@dataclass
+class SizeSettings:
+    params: str = None       # about this many parameters (7B, 350M): a plausible shape of --arch
+    arch: str = "gpt2"       # gpt2 | llama: the family --params picks its shape from
+    config: str = None       # a `minigpt train` settings file: its model preset and sizes
+    checkpoint: str = None   # an llm.c checkpoint: the shape in its header (the weights are not read)
+    n_layer: int = None      # layers (default: the preset's)
+    n_head: int = None       # attention heads (default: the preset's)
+    n_embd: int = None       # channels (default: the preset's)
+    block_size: int = None   # context length (default: the preset's)
+    vocab_size: int = None   # vocabulary (default: the preset's; GPT-2 pads it to a multiple of 128)
+    n_kv_head: int = None    # Llama only: key/value heads, fewer than the query heads for GQA
+    ffn_hidden: int = None   # Llama only: the SwiGLU width (default: Llama's rule, about 8C/3)
+    batch_size: int = 4      # B of the training batch whose activations are counted
+    seq_len: int = None      # T of that batch (default: block_size)
+    tokens: str = None       # D, tokens to train on, e.g. 300B (default: 20 per parameter, Chinchilla)
+    flops: str = None        # the machine's FLOP/s, e.g. 989T (default: this CPU's fp32 peak)
+    mfu: float = 0.4         # model FLOPs utilisation assumed for the training time
+    json: bool = False       # print one JSON object instead of the table
+
+    CHOICES = {"arch": ("gpt2", "llama")}
+
+    def __post_init__(self):
+        settings.check_choice(self, "arch")
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "n_kv_head", "ffn_hidden",
+                     "batch_size", "seq_len"):
+            settings.check_range(self, name, 1)
+        settings.check_range(self, "mfu", 0, 1, lo_open=True)
+
+
+def config_from(preset, s):
+    """The shape: a checkpoint's, --params', a train settings file's or a preset's, then the sizes given."""
+    if s.checkpoint:
+        cfg = checkpoint_config(s.checkpoint)
+    elif s.params:
+        cfg = shape_for_params(parse_amount(s.params), s.arch)
+    elif s.config:
+        values = settings.read_config(s.config, *TRAIN_CLASSES)
+        t = settings.build(TrainSettings, values)
+        cfg = model_config(t, t.vocab_size or 50257)
+    elif preset in PRESETS:
+        cfg = PRESETS[preset]
+    elif preset in TRAIN_PRESETS:
+        cfg = GPTConfig(vocab_size=50257, **TRAIN_PRESETS[preset])
     else:
-        raise ValueError(f"unknown preset {args.preset!r}: expected one of {list(PRESETS) + list(TRAIN_PRESETS)}")
-    sizes = {k: getattr(args, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
-             if getattr(args, k) is not None}
+        raise ValueError(f"unknown preset {preset!r}: expected one of {list(PRESETS) + list(TRAIN_PRESETS)}")
+    sizes = {k: getattr(s, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size")
+             if getattr(s, k) is not None}
     if is_llama(cfg):
-        sizes.update({k: getattr(args, k) for k in ("n_kv_head", "ffn_hidden") if getattr(args, k) is not None})
+        sizes.update({k: getattr(s, k) for k in ("n_kv_head", "ffn_hidden") if getattr(s, k) is not None})
         return LlamaConfig(**{**asdict(cfg), **sizes}) if sizes else cfg
-    if args.n_kv_head is not None or args.ffn_hidden is not None:
+    if s.n_kv_head is not None or s.ffn_hidden is not None:
         raise ValueError("--n-kv-head and --ffn-hidden shape Llama models; GPT-2 has n_head heads and 4C")
     if sizes:  # a new vocabulary needs a new padding
         cfg = GPTConfig(**{**asdict(cfg), "padded_vocab_size": None, **sizes})
@@ -281,29 +316,14 @@ def config_from_args(args):
 def add_arguments(p):
     p.add_argument("preset", nargs="?", default="gpt2-124M",
                    help=f"one of {', '.join(PRESETS)}, or minigpt's tiny/small/124M/350M (default gpt2-124M)")
-    p.add_argument("--params", help="about this many parameters, e.g. 7B: a plausible shape (see --arch)")
-    p.add_argument("--arch", choices=["gpt2", "llama"], default="gpt2", help="family for --params")
-    p.add_argument("--config", help="a `minigpt train` settings file (JSON or `name = value` lines)")
-    p.add_argument("--checkpoint", help="an llm.c checkpoint: its header's shape")
-    for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "n_kv_head", "ffn_hidden"):
-        p.add_argument("--" + name.replace("_", "-"), type=int, default=None,
-                       help="override" + (" (llama)" if name in ("n_kv_head", "ffn_hidden") else ""))
-    p.add_argument("-B", "--batch-size", type=int, default=4, help="training batch for activations (default 4)")
-    p.add_argument("-T", "--seq-len", type=int, default=None, help="training sequence length (default block_size)")
-    p.add_argument("--tokens", default=None, help="D, tokens to train on, e.g. 10B (default 20 per parameter)")
-    p.add_argument("--flops", default=None, help="the machine's FLOP/s, e.g. 989T (default: this CPU's fp32 peak)")
-    p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed (default 0.4)")
-    p.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    settings.add_arguments(p, SizeSettings)
 
 
 def run(args):
-    if not 0 < args.mfu <= 1:
-        raise ValueError(f"--mfu must be in (0, 1], found {args.mfu}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, found {args.batch_size}")
-    cfg = config_from_args(args)
-    tokens = parse_amount(args.tokens) if args.tokens else None
-    flops = parse_amount(args.flops) if args.flops else None
-    r = size_report(cfg, args.batch_size, args.seq_len, tokens, flops, args.mfu)
-    sys.stdout.write((json.dumps(r) if args.json else format_report(r)) + "\n")
+    s = settings.build(SizeSettings, settings.from_args(args, SizeSettings))
+    cfg = config_from(args.preset, s)
+    tokens = parse_amount(s.tokens) if s.tokens else None
+    flops = parse_amount(s.flops) if s.flops else None
+    r = size_report(cfg, s.batch_size, s.seq_len, tokens, flops, s.mfu)
+    sys.stdout.write((json.dumps(r) if s.json else format_report(r)) + "\n")
     return 0

@@ -1,4 +1,4 @@
-"""Step 4: tokenizer files.
+"""Step 3: tokenizer files (the formats; tokenizer.py builds a Tokenizer from them).
 
   our model file   text: header, special tokens, then one base64 token per id and the merges
   .vocab listing   human-readable, one token per line (as minbpe's), written beside the model file
@@ -13,24 +13,15 @@ import binascii
 import json
 import os
 import struct
-import tempfile
+
+from ..fileio import atomic_write
 
 MAGIC = "minigpt-bpe v1"
 LLMC_MAGIC, LLMC_VERSION = 20240328, 2
 
 
-def atomic_write(path, data):
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def write_bytes(path, data):
+    atomic_write(path, lambda f: f.write(data))
 
 
 def _b64(tok):
@@ -78,7 +69,7 @@ def read_tiktoken(path):
 
 
 def write_tiktoken(vocab, path):
-    atomic_write(path, "".join(f"{_b64(tok)} {i}\n" for i, tok in enumerate(vocab)).encode("ascii"))
+    write_bytes(path, "".join(f"{_b64(tok)} {i}\n" for i, tok in enumerate(vocab)).encode("ascii"))
 
 
 # ------------------------------------------------------------------------------ our model file
@@ -91,12 +82,12 @@ def save(tok, path):
     lines.append(f"merges {len(merges)}")
     lines += [_b64(t) for t in tok.vocab]
     lines += [f"{a} {b} {t}" for a, b, t in merges]
-    atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
-    atomic_write(os.path.splitext(os.fspath(path))[0] + ".vocab", vocab_listing(tok).encode("utf-8"))
+    write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    write_bytes(os.path.splitext(os.fspath(path))[0] + ".vocab", vocab_listing(tok).encode("utf-8"))
 
 
-def load(path, backend=None):
-    from .tokenizer import Tokenizer
+def load(path):
+    """Read our model file: {"vocab", "pattern", "special_tokens", "merges"} for Tokenizer(...)."""
     with open(path, "rb") as f:
         lines = f.read().decode("utf-8").split("\n")
     pos = 0
@@ -132,7 +123,7 @@ def load(path, backend=None):
         raise ValueError(f"{path}: a merge line does not have 3 ids (left right new)")
     if any(line.strip() for line in lines[pos:]):
         raise ValueError(f"{path}, line {pos + 1}: unexpected content after the {n_merges} merges")
-    return Tokenizer(vocab, pattern, specials, merges=merges or None, backend=backend)
+    return {"vocab": vocab, "pattern": pattern, "special_tokens": specials, "merges": merges or None}
 
 
 def render(tok):
@@ -160,17 +151,21 @@ def vocab_listing(tok):
 # ------------------------------------------------------------------------------ llm.c decode table
 def write_llmc(tok, path):
     """llm.c's tokenizer .bin (version 2), for its C runner to print generated tokens."""
-    n, eot = tok.n_vocab, tok.eot
-    body = []
+    write_llmc_table(path, [tok._decoder[i] for i in range(tok.n_vocab)], tok.eot)
+
+
+def write_llmc_table(path, tokens, eot):
+    """The .bin from a decode table: tokens[i] = the bytes of id i."""
+    n, body = len(tokens), []
     for i in range(n):
-        t = tok._decoder[i]
+        t = tokens[i]
         if t is None:
             raise ValueError(f"id {i} has no token (a gap before a special token); llm.c needs every id 0..{n - 1}")
         if not 1 <= len(t) <= 255:
             raise ValueError(f"token {i} is {len(t)} bytes; llm.c's format stores lengths 1..255")
         body.append(struct.pack("<B", len(t)) + t)
     header = struct.pack("<256i", LLMC_MAGIC, LLMC_VERSION, n, eot, *([0] * 252))
-    atomic_write(path, header + b"".join(body))
+    write_bytes(path, header + b"".join(body))
 
 
 def read_llmc(path):
@@ -196,3 +191,34 @@ def read_llmc(path):
     if pos != len(data):
         raise ValueError(f"{path}: {len(data) - pos} bytes left after the {n} tokens")
     return toks, eot
+
+
+class LlmcTokenizer:
+    """llm.c's tokenizer .bin as a tokenizer: a decode table, no merges. Encoding maps each byte to
+    its single-byte token: exact for a byte-level vocabulary, a valid (not BPE-canonical) encoding
+    for a BPE one. For checkpoints that come from llm.c."""
+
+    def __init__(self, path):
+        self.tokens, self.eot = read_llmc(path)
+        self.byte_id = {t[0]: i for i, t in enumerate(self.tokens) if len(t) == 1 and i != self.eot}
+        self.n_vocab = len(self.tokens)
+        self.special_tokens = {"<|endoftext|>": self.eot}
+
+    def decode_bytes(self, ids):
+        ids = list(ids)
+        bad = [i for i in ids if not 0 <= i < self.n_vocab]
+        if bad:
+            raise ValueError(f"unknown token id {bad[0]}: this tokenizer has ids 0..{self.n_vocab - 1}")
+        return b"".join(self.tokens[i] for i in ids)
+
+    def decode(self, ids):
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def encode(self, text, **_):
+        data = text.encode("utf-8")
+        missing = sorted({b for b in data if b not in self.byte_id})
+        if missing:
+            raise ValueError(f"this tokenizer has no single-byte token for bytes {missing[:5]}")
+        return [self.byte_id[b] for b in data]
+
+    encode_ordinary = encode
