@@ -21,6 +21,8 @@ SUBCOMMANDS = {
     "sample": ("minigpt.inference.sample", "generate text from a run directory or checkpoint, streaming"),
     "reward": ("minigpt.posttrain.train_reward", "train a reward model on preference pairs (RLHF, part 1)"),
     "dpo": ("minigpt.posttrain.train_dpo", "fine-tune on preference pairs directly, no reward model (DPO)"),
+    "eval": ("minigpt.eval.cli", "loss, bits per byte, multiple choice and pass@k of a checkpoint"),
+    "size": ("minigpt.eval.size", "parameters, memory, FLOPs and training time of a model shape"),
     "serve": ("minigpt.chat.server", "an OpenAI-compatible chat server and a web chat page"),
 }
 

@@ -101,6 +101,12 @@ def write_preferences(path, pairs):
     atomic_write(path, lambda f: f.write(("\n".join(lines) + "\n").encode("utf-8")))
 
 
+def batch_indices(seed, batch, n, size):
+    """Which of n pairs batch number `batch` takes: a function of (seed, batch) only, so a resumed run
+    draws exactly the batches the uninterrupted one would have."""
+    return np.random.default_rng([seed, batch]).choice(n, min(size, n), replace=False)
+
+
 # --------------------------------------------------------------------------------------------------
 # the simulated labeller
 

@@ -29,7 +29,7 @@ from ..pretrain.train import append_log, clip_grad_norm, lr_at, truncate_log
 from ..tokenizer import load_tokenizer
 from ..tokenizer.chat import IM_END, render_prompt, special_id
 from .dpo import dpo_loss, dpo_step, pair_rows, sequence_logps
-from .preferences import gold_score, read_preferences
+from .preferences import batch_indices, gold_score, read_preferences
 
 
 @dataclass
@@ -138,13 +138,10 @@ def train_dpo(s, rt, resume=False, log=print):
                          f"tokens ({skipped} lines skipped): too few")
     ref_train, ref_val = reference_logps(reference, train, T), reference_logps(reference, val, T)
     run_dir = s.out or os.path.join("runs", "dpo")
-    os.makedirs(run_dir, exist_ok=True)
-    done = checkpoint.list_steps(run_dir)
-    if done and not resume:
-        raise FileExistsError(f"{run_dir} already holds checkpoints: add --resume, or give another --out")
-    if resume and done:
-        info, m, v = checkpoint.load_state(checkpoint.paths(run_dir, done[-1])[1])
-        model = GPT.load(checkpoint.paths(run_dir, info["step"])[0], backend=rt.backend, threads=rt.threads)
+    resumed = checkpoint.open_run(run_dir, resume)
+    if resumed:
+        info, m, v = resumed
+        model = GPT.load(os.path.join(run_dir, info["model_file"]), backend=rt.backend, threads=rt.threads)
         checkpoint.set_moments(model, m, v)
         start, batches = info["step"], info["batches"]
         truncate_log(os.path.join(run_dir, "log.jsonl"), start)
@@ -165,7 +162,7 @@ def train_dpo(s, rt, resume=False, log=print):
             acc = implicit_accuracy(model, val, ref_val, s.beta, T)
             append_log(log_path, {"step": step, "val_accuracy": acc})
             bar.write(f"step {step}: held-out implicit-reward accuracy {acc:.3f}")
-        pick = np.random.default_rng([s.seed, batches]).choice(len(train), min(s.batch_size, len(train)), replace=False)
+        pick = batch_indices(s.seed, batches, len(train), s.batch_size)
         batches += 1
         x, y = pair_rows([train[i] for i in pick], T)
         ref = np.concatenate([ref_train[0][pick], ref_train[1][pick]])

@@ -27,7 +27,7 @@ from ..pretrain import checkpoint
 from ..pretrain.train import append_log, lr_at, truncate_log
 from ..tokenizer import load_tokenizer
 from ..tokenizer.chat import IM_END, render, special_id
-from .preferences import read_preferences
+from .preferences import batch_indices, read_preferences
 from .reward import RewardModel, bradley_terry, head_path
 
 
@@ -122,14 +122,10 @@ def train_reward(s, rt, resume=False, log=print):
     n_val = max(1, int(len(pairs) * s.val_fraction))
     val, train = [pairs[i] for i in order[:n_val]], [pairs[i] for i in order[n_val:]]
     run_dir = s.out or os.path.join("runs", "reward")
-    os.makedirs(run_dir, exist_ok=True)
-    steps_done = checkpoint.list_steps(run_dir)
-    if steps_done and not resume:
-        raise FileExistsError(f"{run_dir} already holds checkpoints: add --resume, or give another --out")
-    if resume and steps_done:
-        state_path = checkpoint.paths(run_dir, steps_done[-1])[1]
-        info, m, v = checkpoint.load_state(state_path)
-        rm = RewardModel.load(checkpoint.paths(run_dir, info["step"])[0], backend=rt.backend)
+    resumed = checkpoint.open_run(run_dir, resume)
+    if resumed:
+        info, m, v = resumed
+        rm = RewardModel.load(os.path.join(run_dir, info["model_file"]), backend=rt.backend)
         checkpoint.set_moments(rm.model, m, v)
         rm.m, rm.v = (np.array(info["head_moments"][k], rm.w.dtype) for k in ("m", "v"))
         start, batches = info["step"], info["batches"]
@@ -153,7 +149,7 @@ def train_reward(s, rt, resume=False, log=print):
             append_log(log_path, {"step": step, "val_accuracy": acc})
             bar.write(f"step {step}: held-out accuracy {acc:.3f}")
         # the pairs of this step: a fixed function of (seed, batch number), so a resume continues exactly
-        pick = np.random.default_rng([s.seed, batches]).choice(len(train), min(s.batch_size, len(train)), replace=False)
+        pick = batch_indices(s.seed, batches, len(train), s.batch_size)
         batches += 1
         x, lengths = conversation_rows(tok, [train[i] for i in pick], T)
         rm.zero_grad()
