@@ -1,0 +1,6 @@
+"""Talking to a chat model. Read in this order:
+
+    api.py       the OpenAI chat-completions protocol: request checks, stop strings, reply objects
+    server.py    `minigpt serve`: HTTP on the standard library, one engine thread (inference/engine.py)
+    page.html    the web chat page the server shows at /
+"""
