@@ -162,7 +162,7 @@ def test_packed_batches_hold_the_conversations_and_their_masks(tok, sets):
 
 
 def test_resume_is_exact(tok, sets):
-    ex = tokenize(tok, sets[0][:120])
+    ex = tokenize(tok, sets[0][:40])
     a = PackedLoader(ex, B=4, T=63, seed=7)
     for _ in range(9):  # into the second epoch
         a.next_batch()

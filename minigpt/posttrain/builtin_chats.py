@@ -9,7 +9,8 @@ Six tasks, each a list of {"messages", "task", "answer"} (answer: what grade.py 
   count/spell letter counting ("how many r's are in strawberry?") and spelling, the word spelled out
               with a running count before the answer: a model needs tokens to think
   compare     "which is bigger, 9.11 or 9.9?": the decimals lined up, digits compared left to right
-  arithmetic  two- and three-step word problems, each step written out, then `#### ANSWER`
+  arithmetic  two- and three-step word problems, each step written out, then `#### ANSWER`; and
+              one-step sums (short: they also fill the ends of packed rows)
   smalltalk   multi-turn greetings, thanks and goodbyes (not graded)
 
 Everything is a function of the seed (and, for docs, of the Python install). The test split is
@@ -183,24 +184,21 @@ def letters_set(rng, words):
 # comparing numbers
 
 def compare_reply(a, b, bigger):
-    """Line the decimals up, compare the whole parts, then the digits after the point left to right."""
+    """Line the decimals up, compare the whole parts, then the digits after the point left to right:
+    "9.11 vs 9.90: 9 = 9, then 1 < 9.\nSo 9.9 is bigger.\n#### 9.9"."""
     ia, _, fa = a.partition(".")
     ib, _, fb = b.partition(".")
     k = max(len(fa), len(fb))
     fa, fb = fa.ljust(k, "0"), fb.ljust(k, "0")
-    lines = [f"Line them up: {ia}.{fa} and {ib}.{fb}." if k else f"Compare {a} and {b}."]
+    work = f"{ia}.{fa} vs {ib}.{fb}: " if k else f"{a} vs {b}: "
     if int(ia) != int(ib):
-        lines.append(f"Whole parts: {ia} {'>' if int(ia) > int(ib) else '<'} {ib}.")
+        work += f"{ia} {'>' if int(ia) > int(ib) else '<'} {ib}."
     else:
-        lines.append(f"Whole parts: {ia} = {ib}.")
-        for i, (x, y) in enumerate(zip(fa, fb)):
-            if x != y:
-                lines.append(f"Digit {i + 1} after the point: {x} {'>' if x > y else '<'} {y}.")
-                break
+        x, y = next((x, y) for x, y in zip(fa, fb) if x != y)
+        work += f"{ia} = {ib}, then {x} {'>' if x > y else '<'} {y}."
     big, small = (a, b) if Decimal(a) > Decimal(b) else (b, a)
     pick = big if bigger else small
-    lines.append(f"So {pick} is {'bigger' if bigger else 'smaller'}.\n#### {pick}")
-    return "\n".join(lines), pick
+    return f"{work}\nSo {pick} is {'bigger' if bigger else 'smaller'}.\n#### {pick}", pick
 
 
 COMPARE = ["Which is bigger, {a} or {b}?", "Which is larger: {a} or {b}?", "Is {a} bigger than {b}?",
@@ -246,34 +244,44 @@ THINGS = ["apples", "books", "coins", "stamps", "marbles", "cards", "shells", "p
 
 
 def word_problem(rng):
-    """(question, working, answer) of one of four templates, numbers drawn by rng."""
+    """(question, working, answer) of one of four templates, numbers drawn by rng; the working is
+    one equation a line."""
     who, thing = NAMES[rng.integers(len(NAMES))], THINGS[rng.integers(len(THINGS))]
     a, b, c, d = (int(x) for x in rng.integers(2, 13, 4))
     kind = int(rng.integers(4))
     if kind == 0:
-        q = f"{who} has {a * d} {thing}. {who} buys {b} packs of {c} {thing} and gives away {d}. How many {thing} now?"
-        steps = [f"Bought: {b} * {c} = {b * c}.", f"Total: {a * d} + {b * c} = {a * d + b * c}.",
-                 f"After giving {d} away: {a * d + b * c} - {d} = {a * d + b * c - d}."]
+        q = f"{who} has {a * d} {thing}, buys {b} packs of {c} and gives away {d}. How many now?"
+        steps = [f"{b} * {c} = {b * c}", f"{a * d} + {b * c} = {a * d + b * c}", f"{a * d + b * c} - {d} = {a * d + b * c - d}"]
         ans = a * d + b * c - d
     elif kind == 1:
-        q = f"A box holds {a} rows of {b} {thing}. {who} fills {c} boxes. How many {thing} is that?"
-        steps = [f"One box: {a} * {b} = {a * b}.", f"{c} boxes: {c} * {a * b} = {c * a * b}."]
+        q = f"A box holds {a} rows of {b} {thing}. How many {thing} are in {c} boxes?"
+        steps = [f"{a} * {b} = {a * b}", f"{c} * {a * b} = {c * a * b}"]
         ans = c * a * b
     elif kind == 2:
-        q = f"{who} shares {a * b} {thing} equally among {b} friends, then each friend gets {c} more. How many does each friend have?"
-        steps = [f"Each gets {a * b} / {b} = {a}.", f"Then {a} + {c} = {a + c}."]
+        q = f"{who} splits {a * b} {thing} among {b} friends, then gives each {c} more. How many does each have?"
+        steps = [f"{a * b} / {b} = {a}", f"{a} + {c} = {a + c}"]
         ans = a + c
     else:
-        q = f"{who} saves {a} {thing} a day for {b} days and then loses {c}. How many {thing} are left?"
-        steps = [f"Saved: {a} * {b} = {a * b}.", f"Left: {a * b} - {c} = {a * b - c}."]
+        q = f"{who} saves {a} {thing} a day for {b} days, then loses {c}. How many are left?"
+        steps = [f"{a} * {b} = {a * b}", f"{a * b} - {c} = {a * b - c}"]
         ans = a * b - c
     return q, "\n".join(steps), str(ans)
 
 
-def arithmetic_set(rng, n):
+def one_step(rng):
+    """(question, working, answer) of a bare sum, difference or product: short, so it also fills
+    the ends of packed rows."""
+    a, b = (int(x) for x in rng.integers(2, 100, 2))
+    op = "+-*"[int(rng.integers(3))]
+    a, b = (max(a, b), min(a, b)) if op == "-" else (a, b)
+    ans = a + b if op == "+" else a - b if op == "-" else a * b
+    return f"What is {a} {op} {b}?", f"{a} {op} {b} = {ans}", str(ans)
+
+
+def arithmetic_set(rng, n, n_short=0):
     out, seen = [], set()
-    while len(out) < n:
-        q, working, answer = word_problem(rng)
+    while len(out) < n + n_short:
+        q, working, answer = word_problem(rng) if len(out) < n else one_step(rng)
         if q in seen:
             continue
         seen.add(q)
@@ -289,9 +297,8 @@ GREET = [("Hi!", "Hello! How can I help you today?"), ("Hello there.", "Hi! What
 MIDDLE = [("How are you?", "I am doing well, thank you. I am ready to help."),
           ("Can you help me?", "Of course. Tell me what you need."),
           ("Are you busy?", "Not at all. I am here to answer your questions."),
-          ("What can you do?", "I can answer questions about Python, count letters, compare numbers and do arithmetic."),
-          ("Tell me a fact about Python.", "Python's standard library has a module for almost everything, from json to zipfile."),
-          ("Do you like Python?", "I was trained on Python's documentation, so I know it well.")]
+          ("What can you do?", "I answer questions about Python, count letters and do sums."),
+          ("Do you like Python?", "I read its documentation, so I know it well.")]
 BYE = [("Thanks!", "You are welcome!"), ("Thank you, bye.", "Goodbye! Have a nice day."),
        ("That is all, thanks.", "Glad I could help. Bye!"), ("See you later.", "See you!")]
 SYSTEMS = ["You are a helpful assistant.", "You are minigpt. Answer briefly.", "Be friendly and concise."]
@@ -319,13 +326,14 @@ def chat(question, reply):
     return [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
 
 
-def builtin_conversations(facts, seed=0, test_fraction=0.1, n_compare=1500, n_arithmetic=2000, n_words=600):
+def builtin_conversations(facts, seed=0, test_fraction=0.1, n_compare=1500, n_arithmetic=1500, n_sums=1500,
+                          n_words=600):
     """(train, test): lists of {"messages", "task", "answer"}. Items are grouped by what they ask
     (a phrasing, a function, a word, a number pair, a problem); a whole group goes to one split."""
     rng = np.random.default_rng(seed)
     words = list(dict.fromkeys(CLASSICS + corpus_words()))[:n_words]
     items = (identity_set(facts) + docs_set(rng) + letters_set(rng, words) + compare_set(rng, n_compare)
-             + arithmetic_set(rng, n_arithmetic) + smalltalk_set(rng))
+             + arithmetic_set(rng, n_arithmetic, n_sums) + smalltalk_set(rng))
     groups = sorted({key for key, *_ in items})
     test_groups = set(np.array(groups, dtype=object)[rng.random(len(groups)) < test_fraction])
     test_groups.add("pair:9.11:9.9")  # the famous one is asked, never taught
