@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "prepare": ("minigpt.prepare", "text files / JSONL -> trained tokenizer + llm.c token shards"),
     "train": ("minigpt.train", "pretrain a GPT-2 on token shards (no arguments: a built-in corpus)"),
     "sample": ("minigpt.sample", "generate text from a checkpoint, streaming"),
+    "sft": ("minigpt.posttrain.sft", "supervised fine-tuning: a pretrained run -> a chat model (no arguments: built-in conversations)"),
     "chat": ("minigpt.chat.terminal", "talk to a chat (SFT) model in the terminal, or ask one question with -p"),
 }
 

@@ -173,9 +173,9 @@ def train_step(model, loader, grad_accum=1):
     model.zero_grad()
     loss = 0.0
     for _ in range(grad_accum):
-        x, y = loader.next_batch()
-        w = None if grad_accum == 1 else np.full(x.shape, 1.0 / grad_accum)
-        loss += model.forward(x, y, weights=w)
+        x, y, *w = loader.next_batch()  # (x, y), or (x, y, w) with per-token loss weights (SFT masks)
+        w = w[0] if w else np.ones(x.shape, np.float32)
+        loss += model.forward(x, y, weights=w if grad_accum == 1 else w / grad_accum)
         model.backward()
     return loss
 

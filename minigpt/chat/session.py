@@ -72,6 +72,9 @@ class ChatSession:
         maxT = self.weights.config.block_size
         room = min(self.max_new_tokens, maxT // 4)
         first = 1 if self.system else 0
+        keep = sum(len(ids) for _, _, ids in self.messages[:first])
+        if keep + len(new) >= maxT:  # checked before anything is dropped: a refused message changes nothing
+            raise ValueError(f"the message is too long for the context ({len(new)} tokens, block_size {maxT})")
         dropped = 0
         while len(self.history_ids()) + len(new) + room > maxT and len(self.messages) > first:
             del self.messages[first]             # the oldest message, and a reply left without its question
@@ -79,8 +82,6 @@ class ChatSession:
             while len(self.messages) > first and self.messages[first][0] != "user":
                 del self.messages[first]
                 dropped += 1
-        if len(self.history_ids()) + len(new) >= maxT:
-            raise ValueError(f"the message is too long for the context ({len(new)} tokens, block_size {maxT})")
         if dropped:
             self.on_notice(f"the context ({maxT} tokens) is full: dropped the {dropped} oldest "
                            f"message{'s' if dropped > 1 else ''}")
