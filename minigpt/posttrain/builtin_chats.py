@@ -327,9 +327,10 @@ def chat(question, reply):
 
 
 def builtin_conversations(facts, seed=0, test_fraction=0.1, n_compare=1500, n_arithmetic=1500, n_sums=1500,
-                          n_words=600):
+                          n_words=600, identity_repeat=4):
     """(train, test): lists of {"messages", "task", "answer"}. Items are grouped by what they ask
-    (a phrasing, a function, a word, a number pair, a problem); a whole group goes to one split."""
+    (a phrasing, a function, a word, a number pair, a problem); a whole group goes to one split.
+    Identity is a few hundred conversations among thousands, so train repeats them identity_repeat times."""
     rng = np.random.default_rng(seed)
     words = list(dict.fromkeys(CLASSICS + corpus_words()))[:n_words]
     items = (identity_set(facts) + docs_set(rng) + letters_set(rng, words) + compare_set(rng, n_compare)
@@ -339,6 +340,10 @@ def builtin_conversations(facts, seed=0, test_fraction=0.1, n_compare=1500, n_ar
     test_groups.add("pair:9.11:9.9")  # the famous one is asked, never taught
     train, test = [], []
     for key, messages, task, answer in items:
-        (test if key in test_groups else train).append({"messages": messages, "task": task, "answer": answer})
+        example = {"messages": messages, "task": task, "answer": answer}
+        if key in test_groups:
+            test.append(example)
+        else:
+            train += [example] * (identity_repeat if task == "identity" else 1)
     order = rng.permutation(len(train))
     return [train[i] for i in order], test
