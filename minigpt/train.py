@@ -174,7 +174,7 @@ def train_step(model, loader, grad_accum=1):
     loss = 0.0
     for _ in range(grad_accum):
         x, y, *w = loader.next_batch()  # (x, y), or (x, y, w) with per-token loss weights (SFT masks)
-        w = w[0] if w else np.ones(x.shape, np.float32)
+        w = np.asarray(w[0], np.float64) if w else np.ones(x.shape)  # float64: 1/k exact enough for any model dtype
         loss += model.forward(x, y, weights=w if grad_accum == 1 else w / grad_accum)
         model.backward()
     return loss
