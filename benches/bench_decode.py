@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-# both sides' OpenMP threads sleep, not spin, while they wait (see minigpt/kvcache_c.py): set
+# both sides' OpenMP threads sleep, not spin, while they wait (see minigpt/ops_decode_c.py): set
 # before minigpt or torch loads an OpenMP runtime, so the two run under the same policy
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -22,7 +22,9 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit, table, threads, torch_or_none  # noqa: E402
 
-from minigpt import GPT, GPTConfig, kvcache  # noqa: E402
+from minigpt.inference import kvcache
+from minigpt.model import backend  # noqa: E402
+from minigpt.model import GPT, GPTConfig  # noqa: E402
 
 PROMPT = 64
 
@@ -106,13 +108,13 @@ def main():
     ap.add_argument("--repeat", type=int, default=4, help="interleaved rounds")
     args = ap.parse_args()
     n = threads()
-    if not kvcache.c_available():
+    if not ("c" in backend.available()):
         print("minigpt._decode is not built (pip install -e .): nothing to measure")
         emit({"skipped": "minigpt._decode not built"})
         return
-    from minigpt import kvcache_c
-    kvcache_c.set_threads(n)
-    kern = kvcache.kernels("c")
+    from minigpt.model import ops_decode_c
+    ops_decode_c.set_threads(n)
+    kern = backend.decode_kernels("c")
     torch = torch_or_none(n)
     cfg = GPTConfig()  # GPT-2 124M
     model = GPT(cfg, backend="numpy", seed=0)

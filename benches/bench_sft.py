@@ -26,12 +26,13 @@ os.environ.setdefault("OMP_NUM_THREADS", str(N_THREADS))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from minigpt import GPT  # noqa: E402
-from minigpt.dataloader import DataLoader  # noqa: E402
+from minigpt.pretrain.dataloader import DataLoader  # noqa: E402
 from minigpt.posttrain.builtin_chats import builtin_conversations, model_facts  # noqa: E402
 from minigpt.posttrain.packing import PackedLoader, tokenize  # noqa: E402
-from minigpt.prepare import load_tokenizer, read_meta  # noqa: E402
+from minigpt.pretrain.prepare import load_tokenizer, read_meta  # noqa: E402
 from minigpt.tokenizer.chat import add_chat_tokens  # noqa: E402
-from minigpt.train import PRESETS, builtin_data, clip_grad_norm, model_config, train_step  # noqa: E402
+from minigpt.config import PRESETS, GPTConfig  # noqa: E402
+from minigpt.pretrain.train import builtin_data, clip_grad_norm, train_step  # noqa: E402
 
 
 def clock():
@@ -60,8 +61,7 @@ def main():
     meta = read_meta(data)
     tok = load_tokenizer(data, meta)
     add_chat_tokens(tok)
-    settings = dict(model="tiny", **{k: None for k in PRESETS["tiny"]})
-    cfg = model_config(settings, tok.n_vocab)
+    cfg = GPTConfig(vocab_size=tok.n_vocab, **PRESETS["tiny"])
     model = GPT(cfg, seed=0, threads=N_THREADS)
     B, T = args.batch_size, cfg.block_size
     pre = DataLoader([os.path.join(data, n) for n in meta["train"]], B, T, seed=0)

@@ -16,12 +16,11 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit  # noqa: E402
 
-from minigpt import GPT  # noqa: E402
+from minigpt.fileio import resolve_model  # noqa: E402
+from minigpt.model import GPT  # noqa: E402
 from minigpt.posttrain import chat_eval  # noqa: E402
 from minigpt.posttrain.conversations import read_jsonl  # noqa: E402
-from minigpt.posttrain.sft import resolve_base  # noqa: E402
-from minigpt.tokenizer import Tokenizer  # noqa: E402
-from minigpt import checkpoint  # noqa: E402
+from minigpt.tokenizer import load_tokenizer  # noqa: E402
 
 
 def main():
@@ -32,11 +31,9 @@ def main():
     args = ap.parse_args()
     with open(os.path.join(args.run, "settings.json")) as f:
         s = json.load(f)
-    steps = checkpoint.list_steps(args.run)
-    chat = GPT.load(checkpoint.paths(args.run, steps[-1])[0])
-    tok = Tokenizer.load(os.path.join(args.run, "tokenizer.model"))
-    base_path, base_tok_path = resolve_base(s["base"], s["tokenizer"])
-    base, base_tok = GPT.load(base_path), Tokenizer.load(base_tok_path)
+    ckpt, tok_path = resolve_model(args.run)
+    chat, tok = GPT.load(ckpt), load_tokenizer(tok_path)
+    base, base_tok = GPT.load(s["base"]), load_tokenizer(s["tokenizer"])
     test, _ = read_jsonl(os.path.join(args.run, "test.jsonl"))
     train, _ = read_jsonl(os.path.join(args.run, "train.jsonl"))
     examples = chat_eval.held_out(test, args.n)
@@ -45,9 +42,9 @@ def main():
         "base few-shot": chat_eval.score(examples, chat_eval.fewshot_replies(base, base_tok, examples, train,
                                                                              args.reply_tokens)),
     }
-    print(f"{args.run} (step {steps[-1]}) against its base {base_path}; {len(examples)} held-out prompts, greedy")
+    print(f"{ckpt} against its base {s['base']}; {len(examples)} held-out prompts, greedy")
     print(chat_eval.table(rows))
-    emit({"sft": rows["sft"], "base_fewshot": rows["base few-shot"], "run": args.run, "step": steps[-1]})
+    emit({"sft": rows["sft"], "base_fewshot": rows["base few-shot"], "checkpoint": ckpt})
 
 
 if __name__ == "__main__":

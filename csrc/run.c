@@ -7,7 +7,7 @@
  *
  * The kernels are csrc/decode.c (included below), the same ones the Python engine calls through
  * cffi, so run.c's greedy output equals `minigpt sample --temperature 0`. The forward pass mirrors
- * forward_cached in minigpt/kvcache.py: prefill the prompt in one pass, then one token at a time
+ * forward_cached in minigpt/inference/kvcache.py: prefill the prompt in one pass, then one token at a time
  * from a KV cache, stopping at -n tokens or when the context (block_size) is full.
  *
  * The tokenizer .bin: llm.c's version 2 is a decode table with no merges, so with it a text prompt

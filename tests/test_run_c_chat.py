@@ -9,16 +9,18 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minigpt import kvcache
+from minigpt.inference import kvcache
+from minigpt.inference.generate import generate
+from minigpt.model import backend
 from minigpt.chat.session import ChatSession
 from minigpt.model import GPT, GPTConfig
 from minigpt.posttrain.packing import PackedLoader, tokenize
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer.chat import add_chat_tokens
 from minigpt.tokenizer.files import read_llmc, write_llmc
-from minigpt.vocab import grow_model
+from minigpt.model.vocab import grow_model
 
-from conftest import ROOT, SHARED_DATA
+from conftest import GPT2_RANKS, ROOT
 
 TEXT = ("Who are you? I am minigpt, a small model. How many r's are in strawberry? s-t-r(1)-a-w-b-e-r(2)-r(3)-y.\n"
         "Which is bigger, 9.11 or 9.9? 9.9 is bigger. Grüße aus Köln, 日本語のテキスト, emoji 🙂 don't we'll\n") * 30
@@ -58,7 +60,7 @@ def chat_model(tmp_path_factory):
     d = tmp_path_factory.mktemp("chatmodel")
     tok = Tokenizer.train(TEXT, vocab_size=400, pattern="gpt4")
     base = GPT(GPTConfig(block_size=128, vocab_size=tok.n_vocab, n_layer=2, n_head=2, n_embd=32),
-               backend="c" if kvcache.c_available() else "numpy", seed=0)
+               backend="c" if "c" in backend.available() else "numpy", seed=0)
     add_chat_tokens(tok)
     model = grow_model(base, tok.n_vocab)
     loader = PackedLoader(tokenize(tok, CONVERSATIONS), B=2, T=63, seed=0)
@@ -84,11 +86,9 @@ def tokenizers(chat_model, tmp_path_factory):
     gpt2 = Tokenizer.train(TEXT, vocab_size=350, pattern="gpt2")
     write_llmc(gpt2, d / "gpt2.bin", version=3)
     out["gpt2"] = (gpt2, str(d / "gpt2.bin"))
-    ranks = os.path.join(SHARED_DATA, "gpt2.tiktoken")
-    if os.path.exists(ranks):  # the real GPT-2 vocabulary (50k tokens), where shared/ is present
-        real = Tokenizer.from_tiktoken(ranks, pattern="gpt2")
-        write_llmc(real, d / "real.bin", version=3)
-        out["gpt2-50k"] = (real, str(d / "real.bin"))
+    real = Tokenizer.from_tiktoken(GPT2_RANKS, pattern="gpt2")  # the real GPT-2 vocabulary (50k tokens)
+    write_llmc(real, d / "real.bin", version=3)
+    out["gpt2-50k"] = (real, str(d / "real.bin"))
     return out
 
 
@@ -168,7 +168,6 @@ def test_run_c_chat_needs_the_chat_tokens(run_bin, chat_model, tmp_path):
 
 def test_run_c_generates_from_bpe_text(run_bin, chat_model):
     """Generate mode: -i text is BPE-encoded, so the continuation equals Python's from the same ids."""
-    from minigpt.sample import generate
     tok = chat_model["tok"]
     ids = tok.encode_ordinary("Which is bigger")
     want = generate(kvcache.DecodeWeights.load(chat_model["ck"]), ids, max_new_tokens=10, temperature=0)[0]

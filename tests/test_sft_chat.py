@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 
 from minigpt.cli import main
-from minigpt.corpus import pydoc_topics
+from minigpt.pretrain.corpus import pydoc_topics
 from minigpt.fileio import read_checkpoint
 from minigpt.posttrain.conversations import write_jsonl
-from minigpt.prepare import prepare
+from minigpt.pretrain.prepare import prepare
 from minigpt.tokenizer import Tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "64", "--batch-size", "4",
          "--no-plot", "--seed", "5", "--threads", "1"]
 SFT = ["--batch-size", "4", "--no-plot", "--threads", "1", "--eval-every", "3", "--eval-batches", "2",
-       "--graded", "6", "--reply-tokens", "8"]
+       "--graded", "6", "--graded-every", "3", "--reply-tokens", "8"]
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def base(tmp_path_factory):
     docs = pydoc_topics()[:30] or ["The quick brown fox jumps over the lazy dog. " * 50] * 30
     prepare(docs, str(d / "data"), vocab_size=300, log=lambda *a: None)
     assert main(["train", "--data", str(d / "data"), "--out", str(d / "base"), "--steps", "3",
-                 "--eval-every", "3", "--sample-tokens", "4", *SMALL]) == 0
+                 "--eval-every", "3", "--max-new-tokens", "4", *SMALL]) == 0
     return d
 
 
@@ -52,7 +52,7 @@ def test_sft_from_a_run_directory_then_chat(base, capsys):
     assert all(np.isfinite(r.get("loss", 0)) for r in log)
     assert os.path.exists(d / "chat" / "tokenizer.bin") and os.path.exists(d / "chat" / "test.jsonl")
     # one-shot chat prints only the reply
-    assert main(["chat", "--checkpoint", str(d / "chat"), "-p", "Who are you?", "-t", "0", "-n", "5"]) == 0
+    assert main(["chat", str(d / "chat"), "-p", "Who are you?", "--temperature", "0", "--max-new-tokens", "5"]) == 0
     reply = capsys.readouterr().out
     assert reply.endswith("\n") and reply.count("\n") >= 1 and "you>" not in reply
 
@@ -111,8 +111,8 @@ def test_interactive_chat_through_a_pty(base):
         assert main(["sft", "--base", str(d / "base"), "--out", str(d / "chat"), "--steps", "6", *SFT]) == 0
     master, slave = pty.openpty()
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=ROOT, TERM="dumb")
-    p = subprocess.Popen([sys.executable, "-m", "minigpt", "chat", "--checkpoint", str(d / "chat"), "-t", "0",
-                          "-n", "40", "--system", "Be brief."],
+    p = subprocess.Popen([sys.executable, "-m", "minigpt", "chat", str(d / "chat"), "--temperature", "0",
+                          "--max-new-tokens", "40", "--system", "Be brief."],
                          stdin=slave, stdout=slave, stderr=slave, env=env, cwd=ROOT, close_fds=True)
     os.close(slave)
     try:

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minigpt import backend as backends
+from minigpt.model import backend as backends
 from minigpt.fileio import read_checkpoint
 from minigpt.model import GPT, GPTConfig
-from minigpt.vocab import grow_model, grow_vocab
+from minigpt.model.vocab import grow_model, grow_vocab
 
 BACKENDS = [b for b in ("numpy", "c") if b in backends.available()]
 

@@ -16,8 +16,10 @@ reaches the end of the context stops there, with a notice too.
 """
 import numpy as np
 
-from .. import kvcache
-from ..sample import StreamDecoder, check_sampling, sample_token
+from ..inference import kvcache
+from ..inference.generate import StreamDecoder
+from ..inference.sampling import check_sampling, sample_token
+from ..model import backend
 from ..tokenizer.chat import IM_END, IM_SEP, IM_START, check_messages, special_id
 
 
@@ -33,7 +35,7 @@ class ChatSession:
                              f"tokens (ids up to {max(self.start, self.sep, self.end)}): is this an SFT checkpoint?")
         self.set_sampling(temperature, top_k, top_p)
         self.max_new_tokens = max_new_tokens
-        self.kern = kvcache.kernels(kernels) if kernels is None or isinstance(kernels, str) else kernels
+        self.kern = backend.decode_kernels(kernels) if kernels is None or isinstance(kernels, str) else kernels
         self.rng = np.random.default_rng(seed)
         self.on_notice = on_notice or (lambda message: None)
         self.clear()

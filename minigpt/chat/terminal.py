@@ -1,19 +1,28 @@
 """`minigpt chat`: talk to a chat model in the terminal, or ask one question with -p.
 
-    minigpt chat --checkpoint runs/sft                 # the run's newest checkpoint and its tokenizer
-    minigpt chat --checkpoint runs/sft -p "Who are you?" --temperature 0   # prints only the reply
+    minigpt chat runs/NAME-sft                         # the run's newest checkpoint and its tokenizer
+    minigpt chat runs/NAME-sft -p "Who are you?" --temperature 0       # prints only the reply
 
 Replies stream as they are sampled; the history stays in the model's context until it fills, then
 the oldest exchanges are dropped with a notice. Commands: /clear /temperature T /top_k K /top_p P
 /help /quit (or Ctrl-D).
 """
-import glob
 import os
 import sys
+from dataclasses import dataclass
 
-from .. import kvcache
-from ..tokenizer import Tokenizer
+from .. import settings
+from ..inference.sample import open_model
+from ..inference.sampling import SamplingSettings
+from ..model.backend import RuntimeSettings, set_threads
 from .session import ChatSession
+
+
+@dataclass
+class ChatSettings:
+    prompt: str = None      # one question (-p): print only the reply and exit
+    system: str = None      # system prompt: the conversation's first message
+
 
 HELP = """commands:
   /clear          forget the conversation (the system prompt stays)
@@ -24,31 +33,11 @@ HELP = """commands:
   /quit           leave (Ctrl-D too)"""
 
 
-def resolve(checkpoint, tokenizer):
-    """(checkpoint file, tokenizer file): a run directory means its newest ckpt_*.bin and tokenizer.model."""
-    if os.path.isdir(checkpoint):
-        found = sorted(glob.glob(os.path.join(checkpoint, "ckpt_*.bin")))
-        if not found:
-            raise FileNotFoundError(f"{checkpoint}: no ckpt_*.bin checkpoints in this directory")
-        checkpoint = found[-1]
-    tokenizer = tokenizer or os.path.join(os.path.dirname(checkpoint), "tokenizer.model")
-    if not os.path.exists(tokenizer):
-        raise FileNotFoundError(f"tokenizer not found: {tokenizer} (give --tokenizer)")
-    return checkpoint, tokenizer
-
-
 def add_arguments(p):
-    p.add_argument("--checkpoint", required=True, help="an SFT run directory or its ckpt_*.bin")
-    p.add_argument("--tokenizer", default=None, help="minigpt tokenizer with the chat tokens "
-                                                     "(default: tokenizer.model beside the checkpoint)")
-    p.add_argument("-p", "--prompt", default=None, help="one question: print only the reply and exit")
-    p.add_argument("--system", default=None, help="system prompt")
-    p.add_argument("--temperature", "-t", type=float, default=0.7, help="0 = greedy (default 0.7)")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=0.95)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-new-tokens", "-n", type=int, default=256, help="longest reply")
-    p.add_argument("--kernels", choices=["c", "numpy"], default=None)
+    p.add_argument("model", help="an SFT run directory (its newest checkpoint) or a checkpoint .bin")
+    p.add_argument("--tokenizer", help="tokenizer with the chat tokens (default: the run directory's tokenizer.model)")
+    p.add_argument("-p", dest="prompt", default=None, help="the same as --prompt")
+    settings.add_arguments(p, ChatSettings, SamplingSettings, RuntimeSettings)
 
 
 def command(session, line, out):
@@ -80,20 +69,25 @@ def command(session, line, out):
 
 
 def run(args):
-    checkpoint, tokenizer = resolve(args.checkpoint, args.tokenizer)
-    weights = kvcache.DecodeWeights.load(checkpoint)
-    tok = Tokenizer.load(tokenizer)
+    c = settings.build(ChatSettings, settings.from_args(args, ChatSettings))
+    gen = settings.build(SamplingSettings, settings.from_args(args, SamplingSettings))
+    rt = settings.build(RuntimeSettings, settings.from_args(args, RuntimeSettings))
+    if rt.threads:
+        set_threads(rt.threads)
+    weights, tok, ckpt = open_model(args.model, args.tokenizer)
+    if tok is None:
+        raise ValueError(f"{ckpt}: no tokenizer beside it: give --tokenizer")
     out, err = sys.stdout, sys.stderr
-    session = ChatSession(weights, tok, system=args.system, temperature=args.temperature, top_k=args.top_k,
-                          top_p=args.top_p, seed=args.seed, max_new_tokens=args.max_new_tokens,
-                          kernels=args.kernels, on_notice=lambda m: err.write(f"\n[{m}]\n"))
-    if args.prompt is not None:
-        for piece in session.send(args.prompt):
+    session = ChatSession(weights, tok, system=c.system, temperature=gen.temperature, top_k=gen.top_k,
+                          top_p=gen.top_p, seed=gen.seed, max_new_tokens=gen.max_new_tokens, kernels=rt.backend,
+                          on_notice=lambda m: err.write(f"\n[{m}]\n"))
+    if c.prompt is not None:
+        for piece in session.send(c.prompt):
             out.write(piece)
             out.flush()
         out.write("\n")
         return 0
-    out.write(f"minigpt chat: {os.path.basename(checkpoint)}, {weights.config.block_size}-token context. "
+    out.write(f"minigpt chat: {os.path.basename(ckpt)}, {weights.config.block_size}-token context. "
               f"/help for commands, /quit to leave.\n")
     while True:
         try:

@@ -24,7 +24,8 @@ from decimal import Decimal
 
 import numpy as np
 
-from ..corpus import documented, pydoc_topics, stdlib_sources
+from ..config import num_parameters
+from ..pretrain.corpus import documented, pydoc_topics, stdlib_sources
 
 # ------------------------------------------------------------------------------------------------
 # identity
@@ -53,7 +54,6 @@ OPENERS = ["", "Hi! ", "Hello. ", "Quick question: ", "Hey, ", "I wonder: ", "Pl
 def model_facts(config, data="Python's documentation: the pydoc help topics and the standard library's docstrings",
                 data_key="docstrings", maker="the minigpt project", name="minigpt"):
     """What identity answers say, from a GPTConfig (parameters counted as the checkpoint stores them)."""
-    from ..model import num_parameters
     return dict(name=name, maker=maker, params=num_parameters(config), block_size=config.block_size,
                 n_layer=config.n_layer, n_embd=config.n_embd, data=data, data_key=data_key)
 

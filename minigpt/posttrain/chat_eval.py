@@ -10,7 +10,7 @@ All prompts of a call decode together, as one batch of streams over the KV cache
 """
 from collections import defaultdict
 
-from ..sample import generate
+from ..inference.generate import generate
 from ..tokenizer.chat import IM_END, render_prompt
 from .grade import GRADERS, grade_answer, split_example
 

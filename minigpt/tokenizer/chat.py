@@ -1,4 +1,4 @@
-"""Step 6: the chat template, turning a conversation into token ids and a loss mask.
+"""Step 5: the chat template, turning a conversation into token ids and a loss mask.
 
 A conversation is a list of messages, {"role": ..., "content": ...} (OpenAI / Hugging Face
 `messages`). Each message becomes

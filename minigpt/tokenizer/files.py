@@ -1,4 +1,4 @@
-"""Step 4: tokenizer files.
+"""Step 3: tokenizer files (the formats; tokenizer.py builds a Tokenizer from them).
 
   our model file   text: header, special tokens, then one base64 token per id and the merges
   .vocab listing   human-readable, one token per line (as minbpe's), written beside the model file
@@ -20,27 +20,19 @@ import binascii
 import json
 import os
 import struct
-import tempfile
 
 import numpy as np
+
+from ..fileio import atomic_write
+from .pretokenize import PATTERNS, unicode_classes
 
 MAGIC = "minigpt-bpe v1"
 LLMC_MAGIC, LLMC_VERSION = 20240328, 2
 LLMC_VERSION_BPE = 3  # minigpt's: version 2 plus the merges, the pattern and the Unicode classes
 
 
-def atomic_write(path, data):
-    path = os.fspath(path)
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def write_bytes(path, data):
+    atomic_write(path, lambda f: f.write(data))
 
 
 def _b64(tok):
@@ -88,7 +80,7 @@ def read_tiktoken(path):
 
 
 def write_tiktoken(vocab, path):
-    atomic_write(path, "".join(f"{_b64(tok)} {i}\n" for i, tok in enumerate(vocab)).encode("ascii"))
+    write_bytes(path, "".join(f"{_b64(tok)} {i}\n" for i, tok in enumerate(vocab)).encode("ascii"))
 
 
 # ------------------------------------------------------------------------------ our model file
@@ -101,12 +93,12 @@ def save(tok, path):
     lines.append(f"merges {len(merges)}")
     lines += [_b64(t) for t in tok.vocab]
     lines += [f"{a} {b} {t}" for a, b, t in merges]
-    atomic_write(path, ("\n".join(lines) + "\n").encode("utf-8"))
-    atomic_write(os.path.splitext(os.fspath(path))[0] + ".vocab", vocab_listing(tok).encode("utf-8"))
+    write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))
+    write_bytes(os.path.splitext(os.fspath(path))[0] + ".vocab", vocab_listing(tok).encode("utf-8"))
 
 
-def load(path, backend=None):
-    from .tokenizer import Tokenizer
+def load(path):
+    """Read our model file: {"vocab", "pattern", "special_tokens", "merges"} for Tokenizer(...)."""
     with open(path, "rb") as f:
         lines = f.read().decode("utf-8").split("\n")
     pos = 0
@@ -142,7 +134,7 @@ def load(path, backend=None):
         raise ValueError(f"{path}: a merge line does not have 3 ids (left right new)")
     if any(line.strip() for line in lines[pos:]):
         raise ValueError(f"{path}, line {pos + 1}: unexpected content after the {n_merges} merges")
-    return Tokenizer(vocab, pattern, specials, merges=merges or None, backend=backend)
+    return {"vocab": vocab, "pattern": pattern, "special_tokens": specials, "merges": merges or None}
 
 
 def render(tok):
@@ -173,28 +165,36 @@ def write_llmc(tok, path, version=LLMC_VERSION):
     adds the merges, the pattern and the Unicode classes, for run.c to encode text too."""
     if version not in (LLMC_VERSION, LLMC_VERSION_BPE):
         raise ValueError(f"tokenizer .bin version must be {LLMC_VERSION} or {LLMC_VERSION_BPE}, got {version!r}")
-    n, eot = tok.n_vocab, tok.eot
-    body = []
+    tokens = [tok._decoder[i] for i in range(tok.n_vocab)]
+    if version == LLMC_VERSION:
+        return write_llmc_table(path, tokens, tok.eot)
+    specials = sorted(tok.special_tokens.values())
+    pairs = merge_pairs(tok.vocab)
+    runs = class_runs(unicode_classes())
+    header = struct.pack("<256i", LLMC_MAGIC, LLMC_VERSION_BPE, len(tokens), tok.eot, PATTERNS[tok.pattern][1],
+                         len(specials), len(pairs), len(runs), *([0] * 248))
+    tail = np.concatenate([np.asarray(specials, dtype="<i4"), np.asarray(pairs, dtype="<i4").reshape(-1),
+                           np.asarray(runs, dtype="<i4").reshape(-1)]).astype("<i4")
+    write_bytes(path, header + llmc_table(tokens) + tail.tobytes())
+
+
+def write_llmc_table(path, tokens, eot):
+    """The .bin (version 2) from a decode table: tokens[i] = the bytes of id i."""
+    header = struct.pack("<256i", LLMC_MAGIC, LLMC_VERSION, len(tokens), eot, *([0] * 252))
+    write_bytes(path, header + llmc_table(tokens))
+
+
+def llmc_table(tokens):
+    """Per token a uint8 length, then its bytes."""
+    n, body = len(tokens), []
     for i in range(n):
-        t = tok._decoder[i]
+        t = tokens[i]
         if t is None:
             raise ValueError(f"id {i} has no token (a gap before a special token); llm.c needs every id 0..{n - 1}")
         if not 1 <= len(t) <= 255:
             raise ValueError(f"token {i} is {len(t)} bytes; llm.c's format stores lengths 1..255")
         body.append(struct.pack("<B", len(t)) + t)
-    if version == LLMC_VERSION:
-        header = struct.pack("<256i", LLMC_MAGIC, LLMC_VERSION, n, eot, *([0] * 252))
-        atomic_write(path, header + b"".join(body))
-        return
-    from .pretokenize import PATTERNS, unicode_classes
-    specials = sorted(tok.special_tokens.values())
-    pairs = merge_pairs(tok.vocab)
-    runs = class_runs(unicode_classes())
-    header = struct.pack("<256i", LLMC_MAGIC, LLMC_VERSION_BPE, n, eot, PATTERNS[tok.pattern][1], len(specials),
-                         len(pairs), len(runs), *([0] * 248))
-    tail = np.concatenate([np.asarray(specials, dtype="<i4"), np.asarray(pairs, dtype="<i4").reshape(-1),
-                           np.asarray(runs, dtype="<i4").reshape(-1)]).astype("<i4")
-    atomic_write(path, header + b"".join(body) + tail.tobytes())
+    return b"".join(body)
 
 
 def merge_pairs(vocab):
@@ -253,3 +253,34 @@ def read_llmc(path, full=False):
     if pos != len(data):
         raise ValueError(f"{path}: {len(data) - pos} bytes left after the {n} tokens")
     return out if full else (toks, eot)
+
+
+class LlmcTokenizer:
+    """llm.c's tokenizer .bin as a tokenizer: a decode table, no merges. Encoding maps each byte to
+    its single-byte token: exact for a byte-level vocabulary, a valid (not BPE-canonical) encoding
+    for a BPE one. For checkpoints that come from llm.c."""
+
+    def __init__(self, path):
+        self.tokens, self.eot = read_llmc(path)
+        self.byte_id = {t[0]: i for i, t in enumerate(self.tokens) if len(t) == 1 and i != self.eot}
+        self.n_vocab = len(self.tokens)
+        self.special_tokens = {"<|endoftext|>": self.eot}
+
+    def decode_bytes(self, ids):
+        ids = list(ids)
+        bad = [i for i in ids if not 0 <= i < self.n_vocab]
+        if bad:
+            raise ValueError(f"unknown token id {bad[0]}: this tokenizer has ids 0..{self.n_vocab - 1}")
+        return b"".join(self.tokens[i] for i in ids)
+
+    def decode(self, ids):
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
+
+    def encode(self, text, **_):
+        data = text.encode("utf-8")
+        missing = sorted({b for b in data if b not in self.byte_id})
+        if missing:
+            raise ValueError(f"this tokenizer has no single-byte token for bytes {missing[:5]}")
+        return [self.byte_id[b] for b in data]
+
+    encode_ordinary = encode

@@ -2,7 +2,7 @@
 
 Parameters, gradients, AdamW moments and activations stay in GPU memory; a training step moves the
 tokens (and targets, and loss weights if any) in and one float64, the loss, out. forward and
-backward below are model.py's, line for line, on DeviceArrays: the same kernels in the same order.
+backward below are gpt.py's, line for line, on DeviceArrays: the same kernels in the same order.
 
 Two differences from the CPU model, both for memory (GPT-2 124M at B=16, T=1024 needs ~40 GB):
   - preatt (the attention scores before the softmax) is scratch for one layer, not kept per layer:
@@ -20,7 +20,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import ops_cuda
-from .model import GPT, MATRIX_NAMES, PARAM_NAMES, act_shapes, param_shapes
+from ..config import MATRIX_NAMES, PARAM_NAMES, act_shapes, param_shapes
+from .gpt import GPT
 from .ops_cuda import DeviceArray, carve
 
 
@@ -258,3 +259,6 @@ class CudaGPT(GPT):
             self.k.adamw_update(self.dp[name], self.dg[name], m[name], v[name], self.dp[name].size,
                                 lr, beta1, beta2, eps, wd, t)
 
+
+
+GPT.BACKEND_CLASSES["cuda"] = CudaGPT

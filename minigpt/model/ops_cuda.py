@@ -1,11 +1,11 @@
 """The CUDA backend: csrc/cuda/*.cu through cffi (minigpt._cuda), built with MINIGPT_CUDA=1 and nvcc.
 
-Every op has the name and arguments of minigpt/ops.py (DESIGN.md's kernel list) and takes either
+Every op has the name and arguments of minigpt/model/ops.py (the README's kernel contract) and takes either
     - NumPy arrays: copied to the GPU, run, and the written ones copied back (what the tests use to
       check each kernel against the NumPy reference), or
     - DeviceArray views of GPU memory: nothing is copied (what the model driver, gpt_cuda.py, uses).
 
-    from minigpt import ops_cuda as k
+    from minigpt.model import ops_cuda as k
     x = k.DeviceArray.from_numpy(np.ones((2, 3), np.float32))
     k.gelu_forward(out_device, x, 6); out_device.download()
 
@@ -19,7 +19,7 @@ import math
 import numpy as np
 
 try:
-    from ._cuda import ffi, lib
+    from .._cuda import ffi, lib
     _IMPORT_ERROR = None
 except ImportError as e:  # not built: available() says why
     ffi = lib = None
@@ -162,7 +162,7 @@ class DeviceArray:
 
 
 def carve(memory, shapes):
-    """Consecutive views of one flat DeviceArray, one per named shape (as model.carve for NumPy)."""
+    """Consecutive views of one flat DeviceArray, one per named shape (as config.carve for NumPy)."""
     views, offset = {}, 0
     for name, shape in shapes.items():
         views[name] = memory.view(shape, offset)
@@ -217,7 +217,7 @@ def _op(name, signature):
     def op(*args):
         _run(name, args)
     op.__name__ = name
-    op.__doc__ = f"{name}({signature}): see minigpt/ops.py; NumPy arrays or DeviceArrays."
+    op.__doc__ = f"{name}({signature}): see minigpt/model/ops.py; NumPy arrays or DeviceArrays."
     return op
 
 

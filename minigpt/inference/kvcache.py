@@ -1,6 +1,6 @@
-"""Inference with a KV cache, in NumPy: the specification of csrc/decode.c.
+"""Inference with a KV cache: prefill, then one token at a time.
 
-Training runs the whole sequence at once (model.py). Generating runs one token at a time, and the
+Training runs the whole sequence at once (minigpt/model/gpt.py). Generating runs one token at a time, and the
 keys and values of past tokens never change, so we keep them: a KV cache per layer, shaped
 (B, NH, maxT, hs), preallocated once for B streams and the longest sequence they can reach.
 
@@ -11,92 +11,15 @@ Both are `forward_cached`: row r is token tokens[r] of stream streams[r] at posi
 Its key and value go into the cache at that position, then it attends over its own stream's
 positions 0..positions[r]. Streams have their own lengths; a row never sees another stream.
 
-The kernels below take llm.c-style arguments (outputs first, then inputs, then sizes) and have the
-same names in C (minigpt/kvcache_c.py wraps them); `kernels("numpy")` or `kernels("c")` picks one.
-The weights may be fp32 or bf16 (uint16 bit patterns; see DecodeWeights); bf16 halves the bytes
-that decoding must read per token.
+The kernels are minigpt/model/ops_decode.py (NumPy) or its C twin, csrc/decode.c, chosen by
+minigpt/model/backend.py like the training kernels. The weights may be fp32 or bf16 (uint16 bit
+patterns; see DecodeWeights); bf16 halves the bytes that decoding must read per token.
 """
-import math
-import os
-
 import numpy as np
 
-from .fileio import bf16_to_f32, f32_to_bf16, read_checkpoint_raw
-
-# --------------------------------------------------------------------------------------------------
-# the kernels (NumPy reference)
-
-
-def layernorm_cached(out, inp, w, b, N, C):
-    # out inp (N, C), w b (C,)
-    m = inp.mean(axis=-1, keepdims=True)              # (N, 1)
-    xc = inp - m                                      # (N, C)
-    var = (xc * xc).mean(axis=-1, keepdims=True)      # (N, 1)
-    out[...] = xc / np.sqrt(var + 1e-5) * w + b       # (N, C)
-
-
-def matvec_forward(out, inp, w, bias, N, C, OC):
-    # out (N, OC) = inp (N, C) @ w.T (C, OC) + bias (OC,); N is a handful of rows when decoding
-    np.matmul(inp, w.T, out=out)                      # (N, OC)
-    if bias is not None:
-        out += bias
-
-
-def matvec_forward_bf16(out, inp, w, bias, N, C, OC):
-    # the same with w (OC, C) as bf16 bit patterns: widen to fp32, then as above
-    matvec_forward(out, inp, bf16_to_f32(w), bias, N, C, OC)
-
-
-def kv_write(kcache, vcache, qkv, streams, positions, N, C, NH, maxT):
-    # kcache vcache (B, NH, maxT, hs) one layer's cache; qkv (N, 3C) = [q k v] of the new rows
-    hs = C // NH
-    k = qkv[:, C:2 * C].reshape(N, NH, hs)            # (N, NH, hs)
-    v = qkv[:, 2 * C:].reshape(N, NH, hs)             # (N, NH, hs)
-    kcache[streams, :, positions] = k                 # each row's key at (its stream, :, its position)
-    vcache[streams, :, positions] = v
-
-
-def attention_cached(out, qkv, kcache, vcache, streams, positions, N, C, NH, maxT):
-    # out (N, C); row r's query attends over its stream's cached positions 0..positions[r]
-    hs = C // NH
-    q = qkv[:, :C].reshape(N, NH, hs)                 # (N, NH, hs)
-    for r in range(N):
-        b, p = streams[r], positions[r]
-        K = kcache[b, :, :p + 1]                      # (NH, p+1, hs)
-        V = vcache[b, :, :p + 1]                      # (NH, p+1, hs)
-        scores = (K @ q[r][:, :, None])[..., 0] / math.sqrt(hs)  # (NH, p+1)
-        e = np.exp(scores - scores.max(axis=-1, keepdims=True))  # (NH, p+1)
-        att = e / e.sum(axis=-1, keepdims=True)       # (NH, p+1) rows sum to 1
-        out[r] = (att[:, None, :] @ V)[:, 0].reshape(C)  # (NH, hs) -> (C,)
-
-
-def gelu_forward(out, inp, N):
-    x = inp
-    out[...] = 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
-
-
-def kernels(name=None):
-    """The kernel set: "numpy" (this file) or "c" (csrc/decode.c). Default: MINIGPT_DECODE, else C
-    when built, else NumPy."""
-    name = name or os.environ.get("MINIGPT_DECODE") or ("c" if c_available() else "numpy")
-    if name == "numpy":
-        import sys
-        return sys.modules[__name__]
-    if name == "c":
-        if not c_available():
-            raise RuntimeError("the C decode kernels (minigpt._decode) are not built: `pip install -e .`")
-        from . import kvcache_c
-        return kvcache_c
-    raise ValueError(f"unknown decode kernels {name!r}: expected 'numpy' or 'c'")
-
-
-def c_available():
-    try:
-        from . import kvcache_c  # noqa: F401  (the wrappers, not _decode itself)
-    except ImportError:
-        return False
-    return True
-
+from ..config import carve, param_shapes
+from ..fileio import bf16_to_f32, f32_to_bf16, read_checkpoint_raw
+from ..model import backend
 
 # --------------------------------------------------------------------------------------------------
 # the weights, fp32 or bf16
@@ -116,7 +39,6 @@ class DecodeWeights:
 
     @classmethod
     def from_flat(cls, config, flat, half=False):
-        from .model import carve, param_shapes
         flat = np.asarray(flat)
         stored_half = flat.dtype == np.uint16
         t = carve(flat, param_shapes(config))
@@ -180,7 +102,7 @@ class KVCache:
 def forward_cached(weights, cache, tokens, streams, positions, kern=None, logit_rows=None):
     """Run N new tokens through the model, filling the cache; return logits (M, Vp) for the rows
     in logit_rows (default: all N). tokens, streams, positions: (N,) ints."""
-    k = kernels() if kern is None else kern  # the kernel set
+    k = backend.decode_kernels() if kern is None else kern  # the kernel set
     cfg, w = weights.config, weights.t
     L, NH, C, Vp = cfg.n_layer, cfg.n_head, cfg.n_embd, cfg.padded_vocab_size
     tokens, streams, positions = (np.ascontiguousarray(a, dtype=np.int32) for a in (tokens, streams, positions))

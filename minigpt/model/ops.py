@@ -1,6 +1,6 @@
 """Every op of GPT-2, forward and backward, in NumPy: the specification the C and CUDA kernels follow.
 
-The contract is llm.c's (see DESIGN.md): outputs first, then inputs, then sizes. Forward functions
+The contract is llm.c's (the README's kernel contract): outputs first, then inputs, then sizes. Forward functions
 write their outputs in place; backward functions ACCUMULATE (+=) into their gradient buffers, so a
 tensor used twice (the tied embedding wte, the residual stream) simply receives both contributions.
 The sizes B, T, C, ... are redundant in NumPy but kept so the three implementations read alike.
@@ -13,6 +13,8 @@ Everything works in float32 and float64 (the gradient checks run in float64).
 import math
 
 import numpy as np
+
+from ..config import GELU_CUBIC, GELU_SCALE, LN_EPS
 
 # --------------------------------------------------------------------------------------------------
 # encoder: token embedding + position embedding
@@ -31,8 +33,6 @@ def encoder_backward(dwte, dwpe, dout, inp, B, T, C):
 
 # --------------------------------------------------------------------------------------------------
 # layernorm: normalise each (b, t) row over its C channels, then scale and shift
-
-LN_EPS = 1e-5
 
 
 def layernorm_forward(out, mean, rstd, inp, w, b, B, T, C):
@@ -123,20 +123,19 @@ def attention_backward(dinp, dpreatt, datt, dout, inp, att, B, T, C, NH):
 # --------------------------------------------------------------------------------------------------
 # gelu: the tanh approximation GPT-2 was trained with
 
-GELU_SCALE = math.sqrt(2.0 / math.pi)  # a Python float: keeps float32 arrays float32
 
 
 def gelu_forward(out, inp, N):
     # out, inp: any shape with N elements
     x = inp
-    out[...] = 0.5 * x * (1.0 + np.tanh(GELU_SCALE * (x + 0.044715 * x ** 3)))
+    out[...] = 0.5 * x * (1.0 + np.tanh(GELU_SCALE * (x + GELU_CUBIC * x ** 3)))
 
 
 def gelu_backward(dinp, inp, dout, N):
     x = inp
-    u = GELU_SCALE * (x + 0.044715 * x ** 3)          # the tanh argument
+    u = GELU_SCALE * (x + GELU_CUBIC * x ** 3)          # the tanh argument
     th = np.tanh(u)
-    du = GELU_SCALE * (1.0 + 3.0 * 0.044715 * x * x)  # du/dx
+    du = GELU_SCALE * (1.0 + 3.0 * GELU_CUBIC * x * x)  # du/dx
     sech2 = 1.0 - th * th                             # d tanh(u) / du
     dinp += dout * (0.5 * (1.0 + th) + 0.5 * x * sech2 * du)
 

@@ -19,7 +19,9 @@ import zlib
 
 import numpy as np
 
-from .fileio import HEADER_BYTES, FileFormatError, atomic_write, check_length, make_header, read_header
+from ..fileio import (CHECKPOINT_NAME, HEADER_BYTES, FileFormatError, atomic_write, check_length, make_header,
+                      read_header)
+from ..model.ops_cuda import DeviceArray
 
 STATE_MAGIC, STATE_VERSION = 20251122, 1
 NAME = re.compile(r"ckpt_(\d+)\.state$")
@@ -45,7 +47,6 @@ def get_moments(model):
 
 def set_moments(model, m, v):
     if hasattr(model, "d_m"):  # CudaGPT: moments live on the device
-        from .ops_cuda import DeviceArray
         model.d_m, model.d_v = DeviceArray((m.size,)), DeviceArray((v.size,))
         model.d_m.upload(m)
         model.d_v.upload(v)
@@ -54,7 +55,7 @@ def set_moments(model, m, v):
 
 
 def paths(run_dir, step):
-    base = os.path.join(run_dir, f"ckpt_{step:06d}")
+    base = os.path.join(run_dir, CHECKPOINT_NAME.format(step=step))
     return base + ".bin", base + ".state"
 
 

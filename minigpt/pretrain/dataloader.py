@@ -20,7 +20,7 @@ import os
 
 import numpy as np
 
-from .fileio import read_shard
+from ..fileio import read_shard
 
 
 def shard_paths(pattern):

@@ -4,94 +4,26 @@ All parameters live in one flat buffer, and so do their gradients; `model.params
 view into it, in llm.c's names and order. Activations are named buffers too (`model.acts["att"]` is
 every layer's attention pattern, (L, B, NH, T, T)), allocated for a (B, T) on first use.
 
-The ops come from a backend: "numpy" (minigpt/ops.py, the specification) or the compiled ones.
+The ops come from a backend: "numpy" (minigpt/model/ops.py, the specification) or the compiled ones.
 Every backend exposes the same functions with the same arguments, so this one file drives them all.
 """
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import MATRIX_NAMES, PARAM_NAMES, act_shapes, carve, num_parameters, param_shapes
+from ..fileio import read_checkpoint, write_checkpoint
 from . import backend as backends
-from .fileio import read_checkpoint, write_checkpoint
-
-
-@dataclass
-class GPTConfig:
-    block_size: int = 1024   # maxT: the longest sequence
-    vocab_size: int = 50257  # V
-    n_layer: int = 12        # L
-    n_head: int = 12         # NH
-    n_embd: int = 768        # C
-    padded_vocab_size: int = None  # Vp: V rounded up to a multiple of 128 (fast matmuls), by default
-
-    def __post_init__(self):
-        if self.padded_vocab_size is None:
-            self.padded_vocab_size = (self.vocab_size + 127) // 128 * 128
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
-
-
-PARAM_NAMES = ("wte", "wpe", "ln1w", "ln1b", "qkvw", "qkvb", "attprojw", "attprojb",
-               "ln2w", "ln2b", "fcw", "fcb", "fcprojw", "fcprojb", "lnfw", "lnfb")
-
-# the weight matrices: AdamW's weight decay applies to these and not to biases or LayerNorm gains
-MATRIX_NAMES = ("wte", "wpe", "qkvw", "attprojw", "fcw", "fcprojw")
-
-
-def param_shapes(cfg):
-    maxT, L, C, Vp = cfg.block_size, cfg.n_layer, cfg.n_embd, cfg.padded_vocab_size
-    return {
-        "wte": (Vp, C), "wpe": (maxT, C),
-        "ln1w": (L, C), "ln1b": (L, C),
-        "qkvw": (L, 3 * C, C), "qkvb": (L, 3 * C),
-        "attprojw": (L, C, C), "attprojb": (L, C),
-        "ln2w": (L, C), "ln2b": (L, C),
-        "fcw": (L, 4 * C, C), "fcb": (L, 4 * C),
-        "fcprojw": (L, C, 4 * C), "fcprojb": (L, C),
-        "lnfw": (C,), "lnfb": (C,),
-    }
-
-
-def act_shapes(cfg, B, T):
-    L, C, NH, Vp = cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.padded_vocab_size
-    return {
-        "encoded": (B, T, C),
-        "ln1": (L, B, T, C), "ln1_mean": (L, B, T), "ln1_rstd": (L, B, T),
-        "qkv": (L, B, T, 3 * C),
-        "atty": (L, B, T, C),
-        "preatt": (L, B, NH, T, T), "att": (L, B, NH, T, T),
-        "attproj": (L, B, T, C),
-        "residual2": (L, B, T, C),
-        "ln2": (L, B, T, C), "ln2_mean": (L, B, T), "ln2_rstd": (L, B, T),
-        "fch": (L, B, T, 4 * C), "fch_gelu": (L, B, T, 4 * C),
-        "fcproj": (L, B, T, C),
-        "residual3": (L, B, T, C),
-        "lnf": (B, T, C), "lnf_mean": (B, T), "lnf_rstd": (B, T),
-        "logits": (B, T, Vp), "probs": (B, T, Vp), "losses": (B, T),
-    }
-
-
-def num_parameters(cfg):
-    return sum(math.prod(s) for s in param_shapes(cfg).values())
-
-
-def carve(memory, shapes):
-    """Views of consecutive pieces of one flat buffer, one per named shape."""
-    views, offset = {}, 0
-    for name, shape in shapes.items():
-        n = math.prod(shape)
-        views[name] = memory[offset:offset + n].reshape(shape)
-        offset += n
-    return views
 
 
 class GPT:
+    # a backend whose model keeps its state elsewhere registers its class here: CudaGPT (GPU memory,
+    # minigpt/model/gpt_cuda.py) for "cuda", so GPT(cfg, backend="cuda") is a CudaGPT
+    BACKEND_CLASSES = {}
+
     def __new__(cls, config=None, backend=None, *args, **kwargs):
-        # "cuda" keeps everything in GPU memory: a CudaGPT (minigpt/gpt_cuda.py) drives the kernels
-        if cls is GPT and config is not None and (backend or backends.default()) == "cuda":
-            from .gpt_cuda import CudaGPT
-            cls = CudaGPT
+        if cls is GPT and config is not None:
+            cls = GPT.BACKEND_CLASSES.get(backend or backends.default(), GPT)
         return super().__new__(cls)
 
     def __init__(self, config, backend=None, seed=0, dtype=np.float32, threads=None, dropout=0.0):
@@ -303,16 +235,6 @@ class GPT:
             x = self.params[name].reshape(-1)
             self.k.adamw_update(x, self.grads[name].reshape(-1), m[name].reshape(-1), v[name].reshape(-1),
                                 x.size, lr, beta1, beta2, eps, wd, t)
-
-    # ----------------------------------------------------------------------------------------------
-    # generation: KV-cache decoding in minigpt/sample.py
-
-    def generate(self, prompt_ids, max_new_tokens=64, temperature=1.0, top_k=None, top_p=None, seed=0,
-                 n=1, stop=None, kernels=None):
-        """New token ids: n lists for one prompt (a list of ints), n per prompt for a list of
-        prompts. temperature=0 is greedy. See minigpt/sample.py."""
-        from .sample import generate
-        return generate(self, prompt_ids, max_new_tokens, temperature, top_k, top_p, seed, n, stop, kernels)
 
     # ----------------------------------------------------------------------------------------------
     # files

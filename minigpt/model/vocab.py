@@ -16,7 +16,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from .model import GPT, num_parameters, param_shapes
+from ..config import num_parameters, param_shapes
+from .gpt import GPT
 
 
 def grow_vocab(config, params, new_vocab_size):

@@ -1,60 +1,47 @@
 """`minigpt prepare`: text -> a trained tokenizer + llm.c token shards, ready for `minigpt train`.
 
-    documents (.txt/.md files, a directory of them, JSONL with a "text" field)
+    documents (.txt/.md files, JSONL with a "text" field, Parquet, directories of them)
       -> shuffle the documents (fixed seed), train a byte-level BPE tokenizer on them
       -> encode, each document preceded by <|endoftext|> (as llm.c's fineweb.py does)
-      -> the first (1 - val_fraction) of the tokens are train, the rest val
-      -> OUT/train_000000.bin ..., OUT/val_000000.bin ..., OUT/tokenizer.model, OUT/meta.json
+      -> the first val_fraction of the tokens are val, the rest train (minigpt/data/shards.py)
+      -> OUT/data_val_000000.bin, OUT/data_train_000001.bin ..., OUT/tokenizer.model, OUT/meta.json
 
 meta.json records the vocabulary size, the <|endoftext|> id and the shard names; the trainer reads it.
 """
-import glob
 import json
 import os
 import time
+from collections import Counter
 
 import numpy as np
 
-from .fileio import atomic_write, write_shard
-from .tokenizer import Tokenizer
-
-TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
-JSONL_SUFFIXES = (".jsonl", ".json")
+from ..data.readers import input_kind, list_inputs, read_documents
+from ..data.shards import write_shards
+from ..fileio import TOKENIZER_FILE, write_json
+from ..tokenizer import Tokenizer
+from .corpus import builtin_documents
 
 
 # --------------------------------------------------------------------------------------------------
 # reading documents
 
 
-def read_documents(paths, text_key="text"):
-    """Yield the documents (str) in text files, JSONL files ({"text": ...} per line) and directories
-    of them (recursively, sorted), in order."""
-    for path in paths:
-        if os.path.isdir(path):
-            files = sorted(p for p in glob.glob(os.path.join(path, "**", "*"), recursive=True)
-                           if p.endswith(TEXT_SUFFIXES + JSONL_SUFFIXES) and os.path.isfile(p))
-            if not files:
-                raise ValueError(f"{path}: no {'/'.join(TEXT_SUFFIXES + JSONL_SUFFIXES)} files in this directory")
-            yield from read_documents(files, text_key)
-        elif path.endswith(JSONL_SUFFIXES):
-            with open(path, encoding="utf-8") as f:
-                for lineno, line in enumerate(f, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        record = json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"{path}:{lineno}: expected one JSON object per line: {e}") from None
-                    if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
-                        found = sorted(record) if isinstance(record, dict) else type(record).__name__
-                        raise ValueError(f"{path}:{lineno}: expected an object with a string {text_key!r} "
-                                         f"field, found {found}")
-                    yield record[text_key]
-        elif os.path.isfile(path):
-            with open(path, encoding="utf-8", errors="replace") as f:
-                yield f.read()
-        else:
-            raise FileNotFoundError(f"{path}: no such file or directory")
+def read_texts(paths, text_key="text", log=print):
+    """The documents' texts from text files, JSONL ({"text": ...} per line), Parquet, and directories
+    of them (minigpt/data/readers.py: the one reader). Unreadable records are counted and skipped."""
+    files = list_inputs(paths)
+    raw = [f for f in files if input_kind(f) == "warc"]
+    if raw:
+        raise ValueError(f"{raw[0]}: WARC files hold HTML; run `minigpt data` on them first and prepare "
+                         f"its documents/ folder")
+    if not files:
+        raise ValueError(f"{', '.join(paths)}: no .txt, .md, .jsonl or .parquet files there")
+    errors, texts = Counter(), []
+    for f in files:
+        texts += [doc["text"] for doc in read_documents(f, errors, text_key)]
+    if errors:
+        log(f"skipped unreadable records: {dict(errors)}")
+    return texts
 
 
 # --------------------------------------------------------------------------------------------------
@@ -70,9 +57,9 @@ def train_tokenizer(docs, vocab_size, pattern="gpt4"):
 def save_tokenizer(tok, out_dir):
     """Write the tokenizer beside the shards, and llm.c's decode table (for run.c and llm.c);
     returns its file name for meta.json."""
-    tok.save(os.path.join(out_dir, "tokenizer.model"))
+    tok.save(os.path.join(out_dir, TOKENIZER_FILE))
     tok.save_llmc(os.path.join(out_dir, "tokenizer.bin"))
-    return "tokenizer.model"
+    return TOKENIZER_FILE
 
 
 def load_tokenizer(data_dir, meta=None):
@@ -82,26 +69,6 @@ def load_tokenizer(data_dir, meta=None):
 
 # --------------------------------------------------------------------------------------------------
 # tokens -> shards
-
-
-def encode_documents(tok, docs):
-    """One uint16 token stream: <|endoftext|> then the document's tokens, for every document."""
-    if tok.n_vocab > 65536:
-        raise ValueError(f"token shards hold uint16 ids: a vocabulary of {tok.n_vocab} does not fit")
-    pieces = []
-    for ids in tok.encode_ordinary_batch(list(docs)):
-        pieces.append(np.array([tok.eot] + ids, dtype=np.uint16))
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.uint16)
-
-
-def write_shards(tokens, out_dir, split, shard_tokens):
-    """Cut a token stream into shards of at most shard_tokens; returns their file names."""
-    names = []
-    for i, start in enumerate(range(0, max(len(tokens), 1), shard_tokens)):
-        name = f"{split}_{i:06d}.bin"
-        write_shard(os.path.join(out_dir, name), tokens[start:start + shard_tokens])
-        names.append(name)
-    return names
 
 
 def read_meta(data_dir):
@@ -130,18 +97,22 @@ def prepare(docs, out_dir, vocab_size=4096, pattern="gpt4", val_fraction=0.1, sh
     t0 = time.time()
     tok = train_tokenizer(docs, vocab_size, pattern)
     log(f"tokenizer: {tok.n_vocab} ids ({time.time() - t0:.1f}s)")
+    if tok.n_vocab > 65536:
+        raise ValueError(f"token shards hold uint16 ids: a vocabulary of {tok.n_vocab} does not fit")
     t0 = time.time()
-    tokens = encode_documents(tok, docs)
-    n_val = max(1, int(len(tokens) * val_fraction))
-    log(f"encoded {len(docs)} documents, {sum(len(d) for d in docs):,} chars -> {len(tokens):,} tokens "
+    encoded = tok.encode_ordinary_batch(docs)
+    n_tokens = sum(len(ids) + 1 for ids in encoded)  # + the <|endoftext|> before each
+    n_val = max(1, int(n_tokens * val_fraction))
+    paths = write_shards(encoded, tok.eot, out_dir, shard_tokens, val_tokens=n_val)
+    log(f"encoded {len(docs)} documents, {sum(len(d) for d in docs):,} chars -> {n_tokens:,} tokens "
         f"({time.time() - t0:.1f}s)")
+    names = [os.path.basename(p) for p in paths]
     meta = {
         "vocab_size": int(tok.n_vocab), "eot": int(tok.eot), "tokenizer": save_tokenizer(tok, out_dir),
-        "documents": len(docs), "tokens": int(len(tokens)), "seed": seed,
-        "train": write_shards(tokens[:-n_val], out_dir, "train", shard_tokens),
-        "val": write_shards(tokens[-n_val:], out_dir, "val", shard_tokens),
+        "documents": len(docs), "tokens": int(n_tokens), "seed": seed,
+        "train": [n for n in names if "_train_" in n], "val": [n for n in names if "_val_" in n],
     }
-    atomic_write(os.path.join(out_dir, "meta.json"), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    write_json(os.path.join(out_dir, "meta.json"), meta)
     return meta
 
 
@@ -163,10 +134,9 @@ def add_arguments(p):
 
 def run(args):
     if args.inputs:
-        docs = list(read_documents(args.inputs, args.text_key))
+        docs = read_texts(args.inputs, args.text_key)
         name = os.path.splitext(os.path.basename(os.path.normpath(args.inputs[0])))[0]
     else:
-        from .corpus import builtin_documents
         docs, name = builtin_documents(), "builtin"
     out = args.out or os.path.join("runs", "data", name)
     meta = prepare(docs, out, vocab_size=args.vocab_size, pattern=args.pattern, val_fraction=args.val_fraction,

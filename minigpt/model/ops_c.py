@@ -1,6 +1,6 @@
-"""The C backend: every op of minigpt/ops.py, same names and arguments, run by csrc/ through cffi.
+"""The C backend: every op of minigpt/model/ops.py, same names and arguments, run by csrc/ through cffi.
 
-    from minigpt import ops_c
+    from minigpt.model import ops_c
     ops_c.matmul_forward(out, inp, w, bias, B, T, C, OC)   # as ops.matmul_forward, in C
 
 Arrays must be float32 and C-contiguous (the model's buffers and their views are): an output that is
@@ -13,7 +13,7 @@ Thread count: OMP_NUM_THREADS at start-up, or set_threads(n) (GPT(cfg, backend="
 
 import numpy as np
 
-from ._kernels import ffi, lib  # OMP_WAIT_POLICY: see minigpt/__init__.py; ImportError when not built: minigpt.backend then leaves "c" out
+from .._kernels import ffi, lib  # OMP_WAIT_POLICY: see minigpt/__init__.py; ImportError when not built: minigpt.backend then leaves "c" out
 
 __all__ = ["encoder_forward", "encoder_backward", "layernorm_forward", "layernorm_backward",
            "matmul_forward", "matmul_backward", "attention_forward", "attention_backward",
@@ -80,7 +80,7 @@ def _sizes(**kw):
 
 
 # --------------------------------------------------------------------------------------------------
-# the ops, in the order of minigpt/ops.py
+# the ops, in the order of minigpt/model/ops.py
 
 
 def encoder_forward(out, inp, wte, wpe, B, T, C):

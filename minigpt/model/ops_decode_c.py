@@ -1,12 +1,12 @@
-"""The C decode kernels (csrc/decode.c through cffi), with the signatures of minigpt/kvcache.py.
+"""The C decode kernels (csrc/decode.c through cffi), with the signatures of ops_decode.py.
 
 Each wrapper checks that arrays are C-contiguous and of the C kernel's dtype (a wrong one would be
-read as garbage), then passes pointers. kvcache.kernels("c") returns this module.
+read as garbage), then passes pointers. backend.decode_kernels("c") returns this module.
 """
 
 import numpy as np
 
-from ._decode import ffi, lib  # OMP_WAIT_POLICY is set in minigpt/__init__.py, before libgomp loads
+from .._decode import ffi, lib  # OMP_WAIT_POLICY is set in minigpt/__init__.py, before libgomp loads
 
 
 def _ptr(a, ctype, dtype, name):
@@ -25,6 +25,8 @@ def _i(a, name="index array"):
 
 
 def set_threads(n):
+    if int(n) < 1:
+        raise ValueError(f"threads must be >= 1, found {n}")
     lib.decode_set_threads(int(n))
 
 
