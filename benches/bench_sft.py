@@ -25,7 +25,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", str(N_THREADS))
 os.environ.setdefault("OMP_NUM_THREADS", str(N_THREADS))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from minigpt import GPT  # noqa: E402
+from minigpt.model import GPT  # noqa: E402
 from minigpt.pretrain.dataloader import DataLoader  # noqa: E402
 from minigpt.posttrain.builtin_chats import builtin_conversations, model_facts  # noqa: E402
 from minigpt.posttrain.packing import PackedLoader, tokenize  # noqa: E402
