@@ -1,6 +1,6 @@
 """SFT throughput against pretraining's, on the same model, in the same process.
 
-One optimizer step of each (minigpt/train.py's train_step, clip_grad_norm, AdamW), the tiny preset
+One optimizer step of each (minigpt/pretrain/train.py's train_step, clip_grad_norm, AdamW), the tiny preset
 (block_size 128) with the chat tokens added: pretraining on the built-in corpus's token windows,
 SFT on the built-in conversations packed into rows (minigpt/posttrain/packing.py). Tokens/s counts
 real tokens only: every input of a pretraining window, the non-padding inputs of a packed row, so

@@ -5,7 +5,7 @@ Six tasks, each a list of {"messages", "task", "answer"} (answer: what grade.py 
   identity    who are you, who made you, how many parameters, what data, what context length, how
               many layers: answered from the model's own config and run (`facts`), in many phrasings
   docs        what a standard-library function does and what its signature is, answered from the
-              docstrings the base model read in the built-in corpus (minigpt/corpus.py)
+              docstrings the base model read in the built-in corpus (minigpt/pretrain/corpus.py)
   count/spell letter counting ("how many r's are in strawberry?") and spelling, the word spelled out
               with a running count before the answer: a model needs tokens to think
   compare     "which is bigger, 9.11 or 9.9?": the decimals lined up, digits compared left to right
