@@ -62,8 +62,9 @@ def identity_reply(kind, f):
     """(reply, answer the grader looks for)."""
     p = f"{f['params']:,}"
     return {
-        "name": (f"I am {f['name']}, a small GPT-2 style language model that chats.", f["name"]),
-        "maker": (f"I was made by {f['maker']}: pretrained on text, then fine-tuned on conversations.", f["maker"]),
+        "name": (f"I am {f['name']}, a small GPT-2 style language model that chats.", f"I am {f['name']}"),
+        "maker": (f"I was made by {f['maker']}: pretrained on text, then fine-tuned on conversations.",
+                  f"made by {f['maker']}"),
         "params": (f"I have {p} parameters, with {f['n_layer']} layers of width {f['n_embd']}.", p),
         "data": (f"I was pretrained on {f['data']}.", f["data_key"]),
         "context": (f"My context length is {f['block_size']} tokens.", f"{f['block_size']} tokens"),
@@ -327,7 +328,7 @@ def chat(question, reply):
 
 
 def builtin_conversations(facts, seed=0, test_fraction=0.1, n_compare=1500, n_arithmetic=1500, n_sums=1500,
-                          n_words=600, identity_repeat=4):
+                          n_words=600, identity_repeat=8):
     """(train, test): lists of {"messages", "task", "answer"}. Items are grouped by what they ask
     (a phrasing, a function, a word, a number pair, a problem); a whole group goes to one split.
     Identity is a few hundred conversations among thousands, so train repeats them identity_repeat times."""
