@@ -21,6 +21,10 @@ SUBCOMMANDS = {
     "sample": ("minigpt.inference.sample", "generate text from a run directory or checkpoint, streaming"),
     "sft": ("minigpt.posttrain.sft", "supervised fine-tuning: a pretrained run -> a chat model (no arguments: built-in conversations)"),
     "chat": ("minigpt.chat.terminal", "talk to a chat (SFT) model in the terminal, or ask one question with -p"),
+    "reward": ("minigpt.posttrain.train_reward", "train a reward model on preference pairs (RLHF, part 1)"),
+    "dpo": ("minigpt.posttrain.train_dpo", "fine-tune on preference pairs directly, no reward model (DPO)"),
+    "eval": ("minigpt.eval.cli", "loss, bits per byte, multiple choice and pass@k of a checkpoint"),
+    "size": ("minigpt.eval.size", "parameters, memory, FLOPs and training time of a model shape"),
 }
 
 
