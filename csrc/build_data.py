@@ -1,5 +1,5 @@
 """cffi builder for minigpt._data: the data pipeline's C routines (csrc/langid.c: fastText language
-ID; csrc/textstats.c: word splitting and the counts the quality filters need).
+ID; csrc/textstats.c: Gopher repetition's n-gram statistics).
 
 `pip install -e .` runs this through setup.py; `python csrc/build_data.py` builds it in place.
 -ffp-contract=off: fastText rounds every product before adding it, and so must we.
@@ -28,6 +28,8 @@ ffibuilder.cdef("""
     int64_t lid_hidden_sum(const lid_model *m, const uint8_t *text, int64_t n, float *hidden, uint8_t *scratch);
     int lid_hs_best(const float *out, const int32_t *left, const int32_t *right, int nlabels, int dim,
                     const float *hidden, float *score);
+    int gopher_ngram_stats(const uint8_t *buf, int64_t nbytes, const int *top_n, int n_top, int64_t *top,
+                           const int *dup_n, int n_dup, int64_t *dup);
 """)
 
 compile_args = ["-O3", "-march=native", "-ffp-contract=off"]
@@ -39,7 +41,7 @@ if os.environ.get("MINIGPT_SANITIZE"):
 
 ffibuilder.set_source(
     "minigpt._data",
-    '#include "langid.c"',
+    '#include "langid.c"\n#include "textstats.c"',
     include_dirs=[HERE],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
