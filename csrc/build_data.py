@@ -1,5 +1,5 @@
 """cffi builder for minigpt._data: the data pipeline's C routines (csrc/langid.c: fastText language
-ID; csrc/textstats.c: Gopher repetition's n-gram statistics).
+ID; csrc/textstats.c: Gopher repetition's n-gram statistics, MinHash signatures).
 
 `pip install -e .` runs this through setup.py; `python csrc/build_data.py` builds it in place.
 -ffp-contract=off: fastText rounds every product before adding it, and so must we.
@@ -22,14 +22,14 @@ ffibuilder.cdef("""
         const int64_t *word_off;
         const uint8_t *word_bytes;
         uint32_t mask;
-        const int64_t *sub_off;
-        const int32_t *sub_ids;
     } lid_model;
     int64_t lid_hidden_sum(const lid_model *m, const uint8_t *text, int64_t n, float *hidden, uint8_t *scratch);
     int lid_hs_best(const float *out, const int32_t *left, const int32_t *right, int nlabels, int dim,
                     const float *hidden, float *score);
     int gopher_ngram_stats(const uint8_t *buf, int64_t nbytes, const int *top_n, int n_top, int64_t *top,
                            const int *dup_n, int n_dup, int64_t *dup);
+    int minhash_signature(const uint8_t *buf, int64_t nbytes, int n, const uint64_t *a, const uint64_t *b,
+                          int n_hashes, uint32_t *out);
 """)
 
 compile_args = ["-O3", "-march=native", "-ffp-contract=off"]

@@ -8,8 +8,8 @@
 //   hidden = float32 sum of the rows in that order, times float32(1 / rows);
 //   hierarchical softmax: a depth-first walk of the Huffman tree, the sigmoid of each node's dot
 //   product, log(p + 1e-5) summed down the path; the best leaf wins.
-// The speed comes from doing it without strings or maps: a word's row list is precomputed for the
-// vocabulary, and out-of-vocabulary words are hashed in place. Build with -ffp-contract=off so no
+// The speed comes from doing it without strings or maps: n-grams are hashed in place, the
+// vocabulary is an open-addressing table and the pruning index a dense array. Build with -ffp-contract=off so no
 // multiply-add is fused where fastText rounds twice.
 #include <math.h>
 #include <stdint.h>
@@ -26,8 +26,6 @@ typedef struct {
     const int64_t *word_off;    // (nwords + nlabels + 1,) offsets into word_bytes
     const uint8_t *word_bytes;
     uint32_t mask;
-    const int64_t *sub_off;     // (nwords + 1,) offsets into sub_ids: a word's precomputed rows
-    const int32_t *sub_ids;
 } lid_model;
 
 static uint32_t fnv1a(const uint8_t *s, int64_t n) {
@@ -99,16 +97,18 @@ int64_t lid_hidden_sum(const lid_model *m, const uint8_t *text, int64_t n, float
         }
         uint32_t h = fnv1a(w, len);
         int64_t id = lid_find(m, w, len, h);
-        if (id >= 0 && id < m->nwords) {
-            for (int64_t k = m->sub_off[id]; k < m->sub_off[id + 1]; k++) add_row(m, hidden, m->sub_ids[k]);
-            rows += m->sub_off[id + 1] - m->sub_off[id];
-        } else if (id < 0 && !(len >= 9 && memcmp(w, "__label__", 9) == 0)) {
+        int eos = len == 4 && memcmp(w, "</s>", 4) == 0;
+        if (id >= 0 && id < m->nwords) {  // a vocabulary word: its own row, then its n-grams ("</s>" has none)
+            add_row(m, hidden, id);
+            rows++;
+        }
+        if ((id >= 0 && id < m->nwords && !eos) || (id < 0 && !(len >= 9 && memcmp(w, "__label__", 9) == 0))) {
             scratch[0] = '<';
             memcpy(scratch + 1, w, (size_t)len);
             scratch[len + 1] = '>';
             rows += add_ngrams(m, hidden, scratch, len + 2);
         }
-        if (last || (len == 4 && memcmp(w, "</s>", 4) == 0)) break;  // fastText's getLine ends at "</s>"
+        if (last || eos) break;  // fastText's getLine ends at "</s>"
     }
     return rows;
 }

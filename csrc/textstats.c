@@ -215,3 +215,56 @@ int gopher_ngram_stats(const uint8_t *buf, int64_t nbytes, const int *top_n, int
     free(table); free(count); free_words(&d);
     return 0;
 }
+
+// ------------------------------------------------------------------------------------------------
+// MinHash signature of a document's normalised words (minigpt/data/minhash.py has the twin):
+// word hash = mix64(FNV-1a 64 of its bytes); a shingle of n consecutive words mixes their hashes
+// position by position, h = mix(h ^ word) with mix(x) = (x * C) ^ ((x * C) >> 31), then h mod p;
+// the signature is, for each permutation (a, b), the minimum of (a * h + b) mod p over the
+// shingles (a repeated shingle cannot change a minimum, so there is no need to deduplicate).
+// A document shorter than n words is one shingle of all its words.
+#define MH_PRIME 4294967291ULL
+
+static uint64_t fnv1a64(const uint8_t *s, int64_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (int64_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ULL;
+    return h;
+}
+
+// buf: words each ended by a 0 byte (at least one word). out: (n_hashes,) uint32.
+int minhash_signature(const uint8_t *buf, int64_t nbytes, int n, const uint64_t *a, const uint64_t *b,
+                      int n_hashes, uint32_t *out) {
+    int64_t N = 0;
+    for (int64_t i = 0; i < nbytes; i++) N += buf[i] == 0;
+    uint64_t *wh = malloc(sizeof(uint64_t) * (size_t)(N + 1));
+    uint64_t *mins = malloc(sizeof(uint64_t) * (size_t)n_hashes);
+    if (!wh || !mins) {
+        free(wh); free(mins);
+        return -1;
+    }
+    int64_t w = 0, start = 0;
+    for (int64_t i = 0; i < nbytes; i++) {
+        if (buf[i] == 0) {
+            wh[w++] = mix64(fnv1a64(buf + start, i - start));
+            start = i + 1;
+        }
+    }
+    for (int k = 0; k < n_hashes; k++) mins[k] = UINT64_MAX;
+    int64_t K = N - n + 1 > 1 ? N - n + 1 : 1;
+    int m = N < n ? (int)N : n;
+    for (int64_t i = 0; i < K; i++) {
+        uint64_t h = 0x9E3779B97F4A7C15ULL;
+        for (int j = 0; j < m; j++) {
+            h = (h ^ wh[i + j]) * 0xBF58476D1CE4E5B9ULL;
+            h ^= h >> 31;
+        }
+        h %= MH_PRIME;
+        for (int k = 0; k < n_hashes; k++) {
+            uint64_t v = (a[k] * h + b[k]) % MH_PRIME;
+            if (v < mins[k]) mins[k] = v;
+        }
+    }
+    for (int k = 0; k < n_hashes; k++) out[k] = (uint32_t)mins[k];
+    free(wh); free(mins);
+    return 0;
+}

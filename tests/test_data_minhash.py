@@ -1,7 +1,7 @@
 """MinHash: the Jaccard estimate is unbiased with the binomial spread theory predicts; LSH catches
 pairs above ~0.75 and not those far below; union-find keeps exactly one per cluster."""
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from minigpt.data import minhash as M
 
@@ -90,3 +90,19 @@ def test_union_find_clusters_match_connected_components(edges):
     drop, cluster = M.duplicates(sigs)
     assert [int(c) for c in cluster] == [comp[i] for i in range(n)]
     assert list(drop) == [comp[i] != i for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------------------
+# the C signature (csrc/textstats.c) against its NumPy twin
+
+
+@settings(max_examples=200)
+@given(words=st.lists(st.one_of(st.sampled_from(["a", "b", "é", "日本", "😀", "the"]), st.text(min_size=1, max_size=8)),
+                      max_size=60))
+@example(words=[])                       # empty: every permutation's value is p
+@example(words=["one"])                  # one word: one shingle shorter than 5 words
+@example(words=["w\0rd", "x"])           # a NUL inside a word: the twin answers
+@example(words=["long"] * 20000)         # a huge document of one repeated word
+def test_c_signature_equals_numpy_twin(words):
+    params = M.hash_params()
+    assert np.array_equal(M.words_signature(words, params), M.signature_reference(words, params))

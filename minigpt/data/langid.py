@@ -3,7 +3,7 @@
 fastText's predict spends most of its time on strings: every word of a page becomes a std::string,
 its character n-grams more strings, each looked up in hash maps. Here the model file is read once
 into arrays (the product-quantised input matrix decoded to float32 rows, the vocabulary as an
-open-addressing table, each vocabulary word's row list precomputed), and csrc/langid.c walks the
+open-addressing table, the pruning index a dense array), and csrc/langid.c walks the
 page's bytes adding rows. The floats are added in fastText's order, so the scores are fastText's;
 tests/test_data_langid.py checks that against the fasttext module on drawn text.
 
@@ -139,8 +139,6 @@ class FastTextModel:
         self.labels = [w.decode().removeprefix(LABEL_PREFIX) for w in self.words[self.nwords:]]
         self.left, self.right = huffman_tree(counts[self.nwords:])
         self.index = {w: i for i, w in enumerate(self.words)}
-        self.subwords = [[i] + ([] if w == EOS.encode() else self.ngram_rows(b"<" + w + b">"))
-                         for i, w in enumerate(self.words[:self.nwords])]
 
     def ngram_rows(self, bw):
         """Rows of the character n-grams of bw ("<word>" as UTF-8): fastText's computeSubwords."""
@@ -166,8 +164,8 @@ class FastTextModel:
         for w in [t for t in SPACE_RE.split(line) if t] + [EOS]:
             b = w.encode("utf-8", "surrogatepass")
             i = self.index.get(b)
-            if i is not None and i < self.nwords:
-                rows += self.subwords[i]
+            if i is not None and i < self.nwords:  # its own row, then its n-grams ("</s>" has none)
+                rows += [i] + ([] if w == EOS else self.ngram_rows(b"<" + b + b">"))
             elif i is None and not w.startswith(LABEL_PREFIX):
                 rows += self.ngram_rows(b"<" + b + b">")
             if w == EOS:  # a literal "</s>" ends the line, as in fastText's getLine
@@ -233,11 +231,8 @@ class FastLanguageID:
             table[slot] = i
         offs = np.zeros(n + 1, dtype=np.int64)
         offs[1:] = np.cumsum([len(w) for w in m.words])
-        sub_off = np.zeros(m.nwords + 1, dtype=np.int64)
-        sub_off[1:] = np.cumsum([len(s) for s in m.subwords])
         keep = dict(rows=m.rows, prune=m.prune, table=table, hashes=hashes, offs=offs,
                     blob=np.frombuffer(b"".join(m.words), dtype=np.uint8),
-                    sub_off=sub_off, sub_ids=np.array([i for s in m.subwords for i in s], dtype=np.int32),
                     out=m.out, left=m.left, right=m.right)
         self.keep = keep  # the arrays must outlive the struct that points into them
         ptr = lambda t, a: ffi.cast(t, ffi.from_buffer(a))  # noqa: E731
@@ -245,8 +240,7 @@ class FastLanguageID:
             dim=m.dim, nwords=m.nwords, minn=m.minn, maxn=m.maxn, bucket=m.bucket,
             rows=ptr("float *", keep["rows"]), prune=ptr("int32_t *", keep["prune"]),
             table=ptr("int32_t *", table), word_hash=ptr("uint32_t *", hashes), word_off=ptr("int64_t *", offs),
-            word_bytes=ptr("uint8_t *", keep["blob"]), mask=size - 1,
-            sub_off=ptr("int64_t *", sub_off), sub_ids=ptr("int32_t *", keep["sub_ids"])))
+            word_bytes=ptr("uint8_t *", keep["blob"]), mask=size - 1))
         self.hidden = np.zeros(m.dim, dtype=np.float32)
         self.out_p = ptr("float *", m.out)
         self.left_p, self.right_p = ptr("int32_t *", m.left), ptr("int32_t *", m.right)

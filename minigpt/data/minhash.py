@@ -7,7 +7,6 @@ when any of 14 buckets agrees: P = 1 - (1 - J^8)^14 (0.5 at J ~ 0.72, 0.92 at J 
 Pipeline: signature per document (in the per-file workers) -> bucket keys -> union-find over all
 documents that share a key -> keep one document per cluster (the first in input order).
 """
-import hashlib
 import unicodedata
 
 import numpy as np
@@ -42,15 +41,30 @@ def normalise(text):
     return text.split()
 
 
+M64 = (1 << 64) - 1
+
+
+def mix64(h):
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & M64
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & M64
+    return h ^ (h >> 33)
+
+
 def word_hash(word):
-    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+    """64-bit hash of a word: FNV-1a over its UTF-8 bytes, then a finalizer that spreads the bits."""
+    h = 1469598103934665603
+    for c in word.encode("utf-8", "surrogatepass"):
+        h = ((h ^ c) * 1099511628211) & M64
+    return mix64(h)
 
 
 def shingles(words, n=N_GRAM):
     """32-bit hashes of the distinct word n-grams (a document shorter than n is one n-gram).
 
-    Each distinct word is hashed once with blake2b; an n-gram's hash mixes its words' hashes
-    position by position (multiply-xorshift in uint64), then is reduced mod p."""
+    Each distinct word is hashed once; an n-gram's hash mixes its words' hashes position by
+    position (multiply-xorshift in uint64), then is reduced mod p."""
     if not words:
         return np.zeros(0, dtype=np.uint64)
     cache = {}
@@ -77,8 +91,29 @@ def signature(shingle_hashes, params):
     return out.astype(np.uint32)
 
 
+def signature_reference(words, params):
+    """The twin of csrc/textstats.c's minhash_signature."""
+    return signature(shingles(words), params)
+
+
+def words_signature(words, params):
+    """signature(shingles(words)) in one C pass (csrc/textstats.c); a word holding a NUL (the
+    C side's separator) sends the document through the NumPy twin."""
+    a, b = params
+    buf = ("\0".join(words) + "\0").encode("utf-8", "surrogatepass")
+    if not words or buf.count(b"\0") != len(words):
+        return signature_reference(words, params)
+    from minigpt._data import ffi, lib
+    out = np.empty(len(a), dtype=np.uint32)
+    p = lambda t, x: ffi.cast(t, ffi.from_buffer(x))  # noqa: E731
+    if lib.minhash_signature(buf, len(buf), N_GRAM, p("uint64_t *", a), p("uint64_t *", b), len(a),
+                             p("uint32_t *", out)) != 0:
+        raise MemoryError("minhash_signature: out of memory")
+    return out
+
+
 def text_signature(text, params):
-    return signature(shingles(normalise(text)), params)
+    return words_signature(normalise(text), params)
 
 
 def jaccard_estimate(sig1, sig2):
