@@ -28,8 +28,9 @@ ffibuilder.cdef("""
                     const float *hidden, float *score);
     int gopher_ngram_stats(const uint8_t *buf, int64_t nbytes, const int *top_n, int n_top, int64_t *top,
                            const int *dup_n, int n_dup, int64_t *dup);
-    int minhash_signature(const uint8_t *buf, int64_t nbytes, int n, const uint64_t *a, const uint64_t *b,
-                          int n_hashes, uint32_t *out);
+    int64_t minhash_signature(const uint8_t *buf, int64_t nbytes, int n, const uint64_t *a, const uint64_t *b,
+                              int n_hashes, uint64_t *out);
+    void sha1_digest(const uint8_t *msg, int64_t n, uint8_t *digest);
 """)
 
 compile_args = ["-O3", "-march=native", "-ffp-contract=off"]

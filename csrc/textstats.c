@@ -217,54 +217,87 @@ int gopher_ngram_stats(const uint8_t *buf, int64_t nbytes, const int *top_n, int
 }
 
 // ------------------------------------------------------------------------------------------------
-// MinHash signature of a document's normalised words (minigpt/data/minhash.py has the twin):
-// word hash = mix64(FNV-1a 64 of its bytes); a shingle of n consecutive words mixes their hashes
-// position by position, h = mix(h ^ word) with mix(x) = (x * C) ^ ((x * C) >> 31), then h mod p;
-// the signature is, for each permutation (a, b), the minimum of (a * h + b) mod p over the
-// shingles (a repeated shingle cannot change a minimum, so there is no need to deduplicate).
-// A document shorter than n words is one shingle of all its words.
-#define MH_PRIME 4294967291ULL
+// MinHash signature as datatrove computes it (minigpt/data/minhash.py has the twin):
+//   a shingle = " ".join of 5 consecutive words; its hash = the first 8 bytes of its SHA-1,
+//   little-endian; for each permutation (a, b): min over shingles of (a * h + b) mod (2^61 - 1),
+//   the product wrapping at 2^64 first, exactly as datatrove's uint64 NumPy expression does.
+// A document with fewer than 5 words has no shingle (datatrove writes no signature for it).
 
-static uint64_t fnv1a64(const uint8_t *s, int64_t n) {
-    uint64_t h = 1469598103934665603ULL;
-    for (int64_t i = 0; i < n; i++) h = (h ^ s[i]) * 1099511628211ULL;
-    return h;
+static uint32_t rol32(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
+
+// SHA-1 (FIPS 180-4) of n bytes; writes the 20-byte digest
+static void sha1(const uint8_t *msg, int64_t n, uint8_t *digest) {
+    uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
+    uint8_t block[64];
+    int64_t total = ((n + 8) / 64 + 1) * 64;  // message + 0x80 + zeros + 8-byte length
+    for (int64_t off = 0; off < total; off += 64) {
+        for (int i = 0; i < 64; i++) {
+            int64_t k = off + i;
+            uint8_t c;
+            if (k < n) c = msg[k];
+            else if (k == n) c = 0x80;
+            else if (k >= total - 8) c = (uint8_t)(((uint64_t)n * 8) >> (8 * (total - 1 - k)));
+            else c = 0;
+            block[i] = c;
+        }
+        uint32_t w[80];
+        for (int i = 0; i < 16; i++)
+            w[i] = (uint32_t)block[4 * i] << 24 | (uint32_t)block[4 * i + 1] << 16 |
+                   (uint32_t)block[4 * i + 2] << 8 | block[4 * i + 3];
+        for (int i = 16; i < 80; i++) w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+        uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+        for (int i = 0; i < 80; i++) {
+            uint32_t f, k;
+            if (i < 20) { f = (b & c) | (~b & d); k = 0x5A827999u; }
+            else if (i < 40) { f = b ^ c ^ d; k = 0x6ED9EBA1u; }
+            else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8F1BBCDCu; }
+            else { f = b ^ c ^ d; k = 0xCA62C1D6u; }
+            uint32_t t = rol32(a, 5) + f + e + k + w[i];
+            e = d; d = c; c = rol32(b, 30); b = a; a = t;
+        }
+        h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+    }
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 4; j++) digest[4 * i + j] = (uint8_t)(h[i] >> (24 - 8 * j));
 }
 
-// buf: words each ended by a 0 byte (at least one word). out: (n_hashes,) uint32.
-int minhash_signature(const uint8_t *buf, int64_t nbytes, int n, const uint64_t *a, const uint64_t *b,
-                      int n_hashes, uint32_t *out) {
+// exposed for the test against hashlib
+void sha1_digest(const uint8_t *msg, int64_t n, uint8_t *digest) { sha1(msg, n, digest); }
+
+#define MERSENNE61 ((1ULL << 61) - 1)
+
+// buf: words each ended by a 0 byte. out: (n_hashes,) uint64. Returns the number of shingles
+// (0: no signature, out untouched), or -1 when out of memory.
+int64_t minhash_signature(const uint8_t *buf, int64_t nbytes, int n, const uint64_t *a, const uint64_t *b,
+                          int n_hashes, uint64_t *out) {
     int64_t N = 0;
     for (int64_t i = 0; i < nbytes; i++) N += buf[i] == 0;
-    uint64_t *wh = malloc(sizeof(uint64_t) * (size_t)(N + 1));
-    uint64_t *mins = malloc(sizeof(uint64_t) * (size_t)n_hashes);
-    if (!wh || !mins) {
-        free(wh); free(mins);
+    if (N < n) return 0;
+    int64_t *start = malloc(sizeof(int64_t) * (size_t)(N + 1));
+    uint8_t *gram = malloc((size_t)nbytes + 1);
+    if (!start || !gram) {
+        free(start); free(gram);
         return -1;
     }
-    int64_t w = 0, start = 0;
-    for (int64_t i = 0; i < nbytes; i++) {
-        if (buf[i] == 0) {
-            wh[w++] = mix64(fnv1a64(buf + start, i - start));
-            start = i + 1;
-        }
-    }
-    for (int k = 0; k < n_hashes; k++) mins[k] = UINT64_MAX;
-    int64_t K = N - n + 1 > 1 ? N - n + 1 : 1;
-    int m = N < n ? (int)N : n;
-    for (int64_t i = 0; i < K; i++) {
-        uint64_t h = 0x9E3779B97F4A7C15ULL;
-        for (int j = 0; j < m; j++) {
-            h = (h ^ wh[i + j]) * 0xBF58476D1CE4E5B9ULL;
-            h ^= h >> 31;
-        }
-        h %= MH_PRIME;
+    int64_t w = 0;
+    start[0] = 0;
+    for (int64_t i = 0; i < nbytes; i++)
+        if (buf[i] == 0) start[++w] = i + 1;  // word w spans [start[w], start[w + 1] - 1)
+    for (int k = 0; k < n_hashes; k++) out[k] = UINT64_MAX;
+    uint8_t digest[20];
+    for (int64_t i = 0; i + n <= N; i++) {
+        int64_t len = start[i + n] - start[i] - 1;  // the words with their 0 bytes, less the last
+        memcpy(gram, buf + start[i], (size_t)len);
+        for (int64_t k = 0; k < len; k++)
+            if (gram[k] == 0) gram[k] = ' ';
+        sha1(gram, len, digest);
+        uint64_t h = 0;
+        for (int k = 7; k >= 0; k--) h = h << 8 | digest[k];
         for (int k = 0; k < n_hashes; k++) {
-            uint64_t v = (a[k] * h + b[k]) % MH_PRIME;
-            if (v < mins[k]) mins[k] = v;
+            uint64_t v = (h * a[k] + b[k]) % MERSENNE61;
+            if (v < out[k]) out[k] = v;
         }
     }
-    for (int k = 0; k < n_hashes; k++) out[k] = (uint32_t)mins[k];
-    free(wh); free(mins);
-    return 0;
+    free(start); free(gram);
+    return N - n + 1;
 }

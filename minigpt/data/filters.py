@@ -155,7 +155,8 @@ def gopher_quality(text, min_words=50, max_words=100_000, min_mean_word_len=3, m
     words = split_into_words(text)
     n_words = len(words)
     vocab = Counter(words)  # each distinct word is classified once
-    symbol_only = {w for w in vocab if is_symbol_word(w)}
+    # (an ASCII letters-and-digits word holds no punctuation: the regex is only asked about the rest)
+    symbol_only = {w for w in vocab if not (w.isascii() and w.isalnum()) and is_symbol_word(w)}
     n_content = n_words - sum(vocab[w] for w in symbol_only)               # pure-symbol tokens do not count
     if n_content < min_words:
         return "gopher_short_doc"
@@ -175,7 +176,7 @@ def gopher_quality(text, min_words=50, max_words=100_000, min_mean_word_len=3, m
         return "gopher_too_many_bullets"
     if sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines) > max_ellipsis_lines:
         return "gopher_too_many_end_ellipsis"
-    if sum(c for w, c in vocab.items() if any(ch.isalpha() for ch in w)) / n_words < min_alpha_words:
+    if sum(c for w, c in vocab.items() if w.isalpha() or any(ch.isalpha() for ch in w)) / n_words < min_alpha_words:
         return "gopher_below_alpha_threshold"
     if len(stop_words.intersection(vocab)) < min_stop_words:
         return "gopher_enough_stop_words"

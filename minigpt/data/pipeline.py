@@ -172,7 +172,7 @@ def process_file(path, out_dir, cfg):
         n_kept += 1
     kept.commit()
     sig_w = AtomicWriter(os.path.join(out_dir, "parts", key + ".sig.npy"), "wb")
-    np.save(sig_w.f, np.array(sigs, dtype=np.uint32).reshape(len(sigs), len(params[0])))
+    np.save(sig_w.f, np.array(sigs, dtype=np.uint64).reshape(len(sigs), len(params[0])))
     sig_w.commit()
     for w in removed.values():
         w.commit()
@@ -242,7 +242,7 @@ def dedup_and_anonymise(file_stats, out_dir, cfg):
     else:
         sigs = [np.load(os.path.join(out_dir, "parts", k + ".sig.npy")) for k in keys]
         sigs = [s for s in sigs if len(s)]
-        all_sigs = np.concatenate(sigs) if sigs else np.zeros((0, minhash.N_BUCKETS * minhash.HASHES_PER_BUCKET))
+        all_sigs = np.concatenate(sigs) if sigs else np.zeros((0, minhash.N_BUCKETS * minhash.HASHES_PER_BUCKET), np.uint64)
         drop, cluster = minhash.duplicates(all_sigs)
     stages["minhash"]["seconds"] += time.perf_counter() - t0
     ids = []  # document ids in global order, to name the one each duplicate was kept in favour of
