@@ -1,7 +1,7 @@
 """The data pipeline: input files -> per-file stages (parallel) -> global dedup + PII -> JSONL -> shards.
 
     url -> extract -> language -> gopher_repetition -> gopher_quality -> c4 -> fineweb   (per file)
-    -> minhash (global: signatures from every file, then buckets -> union-find -> keep one)
+    -> minhash (global: signatures from every file, then buckets -> union-find -> keep one, as datatrove)
     -> pii -> documents/*.jsonl -> tokenize -> shards/*.bin
 
 Output directory layout (every file is written to a temporary name and renamed when complete):
@@ -245,7 +245,10 @@ def dedup_and_anonymise(file_stats, out_dir, cfg):
         all_sigs = np.concatenate(sigs) if sigs else np.zeros((0, minhash.N_BUCKETS * minhash.HASHES_PER_BUCKET), np.uint64)
         drop, cluster = minhash.duplicates(all_sigs)
     stages["minhash"]["seconds"] += time.perf_counter() - t0
-    ids = []  # document ids in global order, to name the one each duplicate was kept in favour of
+    # document ids in global order, to name the one each duplicate was kept in favour of (the
+    # cluster's root may come later in the input, so they are read first)
+    ids = [doc["id"] for k in keys for doc in iter_jsonl(os.path.join(out_dir, "parts", k + ".jsonl"))] \
+        if drop.any() else []
     i = 0
     for k in keys:
         part = os.path.join(out_dir, "parts", k + ".jsonl")
@@ -253,7 +256,6 @@ def dedup_and_anonymise(file_stats, out_dir, cfg):
         rem_w = AtomicWriter(os.path.join(out_dir, "removed", "minhash", k + ".jsonl"))
         n_rem = 0
         for doc in iter_jsonl(part):
-            ids.append(doc["id"])
             stages["minhash"]["in"] += 1
             if drop[i]:
                 stages["minhash"]["removed"] += 1
