@@ -145,20 +145,47 @@ def clear_caches():
     chunk_words.cache_clear()
 
 
+# The sentence's head (all but its last chunk) in one go when it holds only characters whose
+# rules split them off wherever they are: brackets, ; @ # $ % & ? ! * and figure dashes always, ,
+# and : when whitespace follows (then the Treebank rule is the same), . when not doubled.
+QUOTES_RE = re.compile("[\"'`«“‘„»”’]")
+ALWAYS_SPLIT_RE = re.compile("[;@#$%&?!*\\[\\](){}<>\u2012-\u2015]")
+COMMA_BEFORE_SPACE_RE = re.compile(r"[:,](?=\s)")
+COMMA_ELSE_RE = re.compile(r"[:,][^\s\d]|[:,]$")
+CLOSERS_RE = re.compile("[\\]\\)}>\"'»”’]+")  # a last chunk of these lets the final-period rule reach back
+
+
+def head_words(head):
+    """Treebank's words of a sentence's head, or None when it needs the general path."""
+    if ".." in head or "--" in head or QUOTES_RE.search(head) or COMMA_ELSE_RE.search(head) \
+            or CONTRACTION_WORD.search(head):
+        return None
+    return COMMA_BEFORE_SPACE_RE.sub(r" \g<0>", ALWAYS_SPLIT_RE.sub(r" \g<0> ", head)).split()
+
+
 def sentence_words(sentence):
-    """treebank_words(sentence), from the cached chunks."""
+    """treebank_words(sentence), from the head in one go or the cached chunks."""
+    chunks = sentence.split()
+    n = len(chunks)
+    if n == 0:
+        return []
+    last = chunks[-1]
+    if (n > 1 and CLOSERS_RE.fullmatch(last)) or sentence[0].isspace():  # rare: the cascade itself
+        return treebank_words(sentence)
     if '"' not in sentence and "'" not in sentence:  # only quotes care which whitespace is beside them
-        chunks = sentence.split()
-        n = len(chunks)
         if n == 1:
-            return list(chunk_words(chunks[0], True, True, " ", " "))
+            return list(chunk_words(last, True, True, " ", " "))
+        if sentence.endswith(last):
+            head = head_words(sentence[:len(sentence) - len(last)])
+            if head is not None:
+                return head + list(chunk_words(last, False, True, " ", " "))
         out = list(chunk_words(chunks[0], True, False, " ", " "))
         get = MID_CACHE.get
         for k in range(1, n - 1):
             c = chunks[k]
             words = get(c)
             out += words if words is not None else mid_chunk_words(c)
-        out += chunk_words(chunks[-1], False, True, " ", " ")
+        out += chunk_words(last, False, True, " ", " ")
         return out
     spans = [(m.start(), m.end()) for m in CHUNK_RE.finditer(sentence)]
     out = []
@@ -257,6 +284,9 @@ def sentence_spans(text):
     return out
 
 
+NO_SENTENCE_END_RE = re.compile(r"[.?!]")
+
+
 def split_sentences(text):
     """datatrove's English sent_tokenize: Punkt's sentences, stripped, empty ones dropped."""
     return [s for s in (text[a:b].strip() for a, b in sentence_spans(text)) if s]
@@ -264,6 +294,9 @@ def split_sentences(text):
 
 def split_words(text):
     """datatrove's English word_tokenize: Treebank's words of each Punkt sentence."""
+    if not NO_SENTENCE_END_RE.search(text):  # no . ? ! at all: Punkt sees one sentence
+        sentence = text[:len(text.rstrip())]
+        return sentence_words(sentence) if sentence else []
     out = []
     for a, b in sentence_spans(text):
         out += sentence_words(text[a:b])
