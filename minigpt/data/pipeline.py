@@ -162,14 +162,14 @@ def process_file(path, out_dir, cfg):
 
     params = minhash.hash_params(seed=cfg["minhash_seed"])
     kept = AtomicWriter(os.path.join(out_dir, "parts", key + ".jsonl"))
-    sigs, n_kept = [], 0
+    sigs, ids = [], []
     for doc in filter_documents(read_documents(path, stats["errors"]), cfg, stats, on_removed):
         if "minhash" not in cfg["skip"]:
             t0 = time.perf_counter()
             sigs.append(minhash.text_signature(doc["text"], params))
             stats["stages"]["minhash"]["seconds"] += time.perf_counter() - t0
         kept.write(jsonl(doc))
-        n_kept += 1
+        ids.append(doc["id"])
     kept.commit()
     sig_w = AtomicWriter(os.path.join(out_dir, "parts", key + ".sig.npy"), "wb")
     np.save(sig_w.f, np.array(sigs, dtype=np.uint64).reshape(len(sigs), len(params[0])))
@@ -177,7 +177,7 @@ def process_file(path, out_dir, cfg):
     for w in removed.values():
         w.commit()
     stats["errors"] = dict(stats["errors"])
-    stats.update(path=os.path.abspath(path), key=key, kept=n_kept)
+    stats.update(path=os.path.abspath(path), key=key, kept=len(ids), ids=ids)  # ids: to name a duplicate's original
     write_json_atomic(os.path.join(out_dir, "parts", key + ".done.json"), stats)  # the commit marker
     return stats
 
@@ -247,8 +247,10 @@ def dedup_and_anonymise(file_stats, out_dir, cfg):
     stages["minhash"]["seconds"] += time.perf_counter() - t0
     # document ids in global order, to name the one each duplicate was kept in favour of (the
     # cluster's root may come later in the input, so they are read first)
-    ids = [doc["id"] for k in keys for doc in iter_jsonl(os.path.join(out_dir, "parts", k + ".jsonl"))] \
-        if drop.any() else []
+    ids = []
+    for fs in file_stats:  # (a part finished by an older version has no id list: read its documents)
+        part = os.path.join(out_dir, "parts", fs["key"] + ".jsonl")
+        ids += fs["ids"] if "ids" in fs else [d["id"] for d in iter_jsonl(part)]
     i = 0
     for k in keys:
         part = os.path.join(out_dir, "parts", k + ".jsonl")
