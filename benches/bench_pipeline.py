@@ -7,7 +7,8 @@ stages with FineWeb's settings, one process each (so docs/s is per core):
     -> Gopher quality -> C4 (no terminal-punctuation rule) -> FineWeb quality -> MinHash (5-grams,
     14 x 8) -> PII
 
-minigpt: `run_pipeline` end to end (it reads the WARCs itself and writes every output file).
+minigpt: `run_pipeline` end to end (it reads the WARCs itself and writes every output file; it runs
+lid.176.ftz through its own reader, minigpt/data/langid.py, with fastText's arithmetic).
 datatrove: its real PipelineSteps (BaseExtractor with its sandbox, LanguageFilter,
 GopherRepetitionFilter, GopherQualityFilter, C4QualityFilter, FineWebQualityFilter, JsonlWriter,
 the four MinhashDedup steps, PIIFormatter) chained in this process. Four things are adapted
@@ -29,10 +30,11 @@ Inputs: by default two sets, each measured on its own: the realistic set
 small shared WARCs ../shared/data/warc (83 pages). `--warcs DIR` (repeatable) measures other
 directories or files instead.
 
-datatrove's side needs: pip install datatrove nltk tokenizers orjson (datatrove 0.10 imports
-tokenizers and orjson at module level without declaring them; loguru, fasteners, numpy come with
-it; fasttext-predict, resiliparse and warcio come with minigpt's data extra). Without them the
-bench reports datatrove as skipped.
+datatrove's side needs: pip install datatrove nltk tokenizers orjson fasteners (or
+pip install -e ".[data,bench-data]"): datatrove 0.10 imports tokenizers and orjson at module level
+without declaring them, its LanguageFilter asks for fasteners, its English tokenizers are NLTK's;
+loguru and numpy come with it; fasttext-predict, resiliparse and warcio come with minigpt's data
+extra. Without them the bench reports datatrove as skipped.
 
 Run: python benches/bench_pipeline.py [--repeats 3] [--warcs DIR ...]
 """
@@ -296,12 +298,13 @@ def main():
     try:
         import datatrove  # noqa: F401
         import nltk  # noqa: F401
+        import fasteners  # noqa: F401
         import orjson  # noqa: F401
         import tokenizers  # noqa: F401
         have_dt = True
     except ImportError as e:
         have_dt = False
-        print(f"datatrove: skipped (not installed: {e}; pip install datatrove nltk tokenizers orjson)")
+        print(f"datatrove: skipped (not installed: {e}; pip install datatrove nltk tokenizers orjson fasteners)")
     results = []
     for d in sets:
         paths = list_inputs([str(d)])
