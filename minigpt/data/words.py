@@ -152,13 +152,15 @@ QUOTES_RE = re.compile("[\"'`«“‘„»”’]")
 ALWAYS_SPLIT_RE = re.compile("[;@#$%&?!*\\[\\](){}<>\u2012-\u2015]")
 COMMA_BEFORE_SPACE_RE = re.compile(r"[:,](?=\s)")
 COMMA_ELSE_RE = re.compile(r"[:,][^\s\d]|[:,]$")
+GENERAL_HEAD_RE = re.compile(  # any of these in a head sends it to the general path
+    "|".join([r"\.\.", "--", QUOTES_RE.pattern, COMMA_ELSE_RE.pattern, CONTRACTION_WORD.pattern.removeprefix("(?i)")]),
+    re.IGNORECASE)
 CLOSERS_RE = re.compile("[\\]\\)}>\"'»”’]+")  # a last chunk of these lets the final-period rule reach back
 
 
 def head_words(head):
     """Treebank's words of a sentence's head, or None when it needs the general path."""
-    if ".." in head or "--" in head or QUOTES_RE.search(head) or COMMA_ELSE_RE.search(head) \
-            or CONTRACTION_WORD.search(head):
+    if GENERAL_HEAD_RE.search(head):
         return None
     return COMMA_BEFORE_SPACE_RE.sub(r" \g<0>", ALWAYS_SPLIT_RE.sub(r" \g<0> ", head)).split()
 
