@@ -103,8 +103,8 @@ def test_union_find_clusters_match_connected_components(edges):
 
 
 @settings(max_examples=200)
-@given(words=st.lists(st.one_of(st.sampled_from(["a", "b", "é", "日本", "😀", "the"]), st.text(min_size=1, max_size=8)),
-                      max_size=60))
+@given(words=st.lists(st.one_of(st.sampled_from(["a", "b", "é", "日本", "😀", "the"]),
+                                st.text(min_size=1, max_size=8)), max_size=60))
 @example(words=[])                       # empty: no shingle, no signature
 @example(words=["one"])                  # one word: fewer than 5, no shingle either
 @example(words=["w\0rd", "x"])           # a NUL inside a word: the twin answers
@@ -133,8 +133,8 @@ def test_signature_equals_datatrove():
         def span_tokenize(self, text):
             return W.sentence_spans(text)
 
-    step = MinhashDedupSignature("/tmp/unused", config=MinhashConfig(hash_config=HashConfig(precision=64, hash_fc="sha1")),
-                                 language=Words("en"))
+    config = MinhashConfig(hash_config=HashConfig(precision=64, hash_fc="sha1"))
+    step = MinhashDedupSignature("/tmp/unused", config=config, language=Words("en"))
     text = ("Café owners said: the 12 cats, 3.5 dogs & one élan cannot wait. They're gonna stay!\n"
             "Another line -- with “quotes” and e.g. abbreviations... done.") * 3
     theirs = np.array([h for bucket in step.get_signature(step.get_shingles(text)) for h in bucket], dtype=np.uint64)

@@ -242,7 +242,8 @@ def dedup_and_anonymise(file_stats, out_dir, cfg):
     else:
         sigs = [np.load(os.path.join(out_dir, "parts", k + ".sig.npy")) for k in keys]
         sigs = [s for s in sigs if len(s)]
-        all_sigs = np.concatenate(sigs) if sigs else np.zeros((0, minhash.N_BUCKETS * minhash.HASHES_PER_BUCKET), np.uint64)
+        width = minhash.N_BUCKETS * minhash.HASHES_PER_BUCKET
+        all_sigs = np.concatenate(sigs) if sigs else np.zeros((0, width), np.uint64)
         drop, cluster = minhash.duplicates(all_sigs)
     stages["minhash"]["seconds"] += time.perf_counter() - t0
     # document ids in global order, to name the one each duplicate was kept in favour of (the
