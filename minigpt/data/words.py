@@ -146,14 +146,17 @@ def clear_caches():
 
 
 # The sentence's head (all but its last chunk) in one go when it holds only characters whose
-# rules split them off wherever they are: brackets, ; @ # $ % & ? ! * and figure dashes always, ,
-# and : when whitespace follows (then the Treebank rule is the same), . when not doubled.
-QUOTES_RE = re.compile("[\"'`«“‘„»”’]")
-ALWAYS_SPLIT_RE = re.compile("[;@#$%&?!*\\[\\](){}<>\u2012-\u2015]")
+# rules split them off wherever they are: brackets, ; @ # $ % & ? ! *, figure dashes, the curly
+# quotes and guillemets, runs of two or more dots, "--"; and , or : when whitespace follows (then the
+# Treebank rule is the same). The rules touch disjoint characters and only insert spaces, so one
+# pass equals the cascade's passes. A single . inside a sentence is no rule's business.
+QUOTES_RE = re.compile("[\"'`]")
+ALWAYS_SPLIT = str.maketrans({c: f" {c} " for c in ";@#$%&?!*[](){}<>\u2012\u2013\u2014\u2015«“‘„»”’"})
+RUNS_RE = re.compile(r"\.{2,}|--")
 COMMA_BEFORE_SPACE_RE = re.compile(r"[:,](?=\s)")
 COMMA_ELSE_RE = re.compile(r"[:,][^\s\d]|[:,]$")
 GENERAL_HEAD_RE = re.compile(  # any of these in a head sends it to the general path
-    "|".join([r"\.\.", "--", QUOTES_RE.pattern, COMMA_ELSE_RE.pattern, CONTRACTION_WORD.pattern.removeprefix("(?i)")]),
+    "|".join([QUOTES_RE.pattern, COMMA_ELSE_RE.pattern, CONTRACTION_WORD.pattern.removeprefix("(?i)")]),
     re.IGNORECASE)
 CLOSERS_RE = re.compile("[\\]\\)}>\"'»”’]+")  # a last chunk of these lets the final-period rule reach back
 
@@ -162,7 +165,12 @@ def head_words(head):
     """Treebank's words of a sentence's head, or None when it needs the general path."""
     if GENERAL_HEAD_RE.search(head):
         return None
-    return COMMA_BEFORE_SPACE_RE.sub(r" \g<0>", ALWAYS_SPLIT_RE.sub(r" \g<0> ", head)).split()
+    head = head.translate(ALWAYS_SPLIT)
+    if ".." in head or "--" in head:
+        head = RUNS_RE.sub(r" \g<0> ", head)
+    if head.isprintable():  # the only whitespace is " ": plain replaces do the , and : rule
+        return head.replace(", ", " , ").replace(": ", " : ").split()
+    return COMMA_BEFORE_SPACE_RE.sub(r" \g<0>", head).split()
 
 
 def sentence_words(sentence):
