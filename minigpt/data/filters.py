@@ -17,6 +17,8 @@ from functools import lru_cache
 import numpy as np
 import regex
 
+from minigpt._data import ffi, lib  # csrc/build_data.py
+
 from . import words
 
 # ------------------------------------------------------------------------------------------------
@@ -98,7 +100,6 @@ def ngram_stats(words, top_n, dup_n):
     """([top_ngram_chars(words, n) for n in top_n], [duplicated_ngram_chars(words, n) for n in dup_n])."""
     if not words:
         return [0] * len(top_n), [0] * len(dup_n)
-    from minigpt._data import ffi, lib
     buf = ("\0".join(words) + "\0").encode("utf-8", "surrogatepass")
     top, dup = ffi.new("int64_t[]", max(1, len(top_n))), ffi.new("int64_t[]", max(1, len(dup_n)))
     if lib.gopher_ngram_stats(buf, len(buf), list(top_n), len(top_n), top, list(dup_n), len(dup_n), dup) != 0:

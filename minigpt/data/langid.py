@@ -19,6 +19,8 @@ import struct
 
 import numpy as np
 
+from minigpt._data import ffi, lib  # csrc/build_data.py
+
 MAGIC, VERSION = 793712314, 12
 LOSS_HS = 1
 EOS = "</s>"
@@ -217,7 +219,6 @@ class FastLanguageID:
     """model.predict(line) -> (label, probability), fastText's top-1 answer."""
 
     def __init__(self, path):
-        from minigpt._data import ffi, lib
         self.ffi, self.lib = ffi, lib
         m = self.model = FastTextModel(path)
         n = len(m.words)

@@ -24,6 +24,8 @@ import unicodedata
 import numpy as np
 import regex
 
+from minigpt._data import ffi, lib  # csrc/build_data.py
+
 from . import words as W
 from .filters import PUNCTUATION
 
@@ -98,7 +100,6 @@ def words_signature(words, params):
     buf = ("\0".join(words) + "\0").encode("utf-8", "surrogatepass")
     if not words or buf.count(b"\0") != len(words):
         return signature_reference(words, params)
-    from minigpt._data import ffi, lib
     out = np.full(len(a), NO_SIGNATURE, dtype=np.uint64)
     p = lambda t, x: ffi.cast(t, ffi.from_buffer(x))  # noqa: E731
     if lib.minhash_signature(buf, len(buf), N_GRAM, p("uint64_t *", a), p("uint64_t *", b), len(a),
