@@ -1,7 +1,7 @@
 """The data pipeline: input files -> per-file stages (parallel) -> global dedup + PII -> JSONL -> shards.
 
     url -> extract -> language -> gopher_repetition -> gopher_quality -> c4 -> fineweb   (per file)
-    -> minhash (global: signatures from every file, then buckets -> union-find -> keep one)
+    -> minhash (global: signatures from every file, then buckets -> union-find -> keep one, as datatrove)
     -> pii -> documents/*.jsonl -> tokenize -> shards/*.bin
 
 Output directory layout (every file is written to a temporary name and renamed when complete):
@@ -24,7 +24,7 @@ from collections import Counter
 import numpy as np
 
 from ..fileio import AtomicWriter, write_json
-from . import filters, minhash
+from . import filters, minhash, words
 from .pii import anonymise
 from .readers import read_documents
 from .shards import write_shards
@@ -139,22 +139,22 @@ def process_file(path, out_dir, cfg):
 
     params = minhash.hash_params(seed=cfg["minhash_seed"])
     kept = AtomicWriter(os.path.join(out_dir, "parts", key + ".jsonl"), "w")
-    sigs, n_kept = [], 0
+    sigs, ids = [], []
     for doc in filter_documents(read_documents(path, stats["errors"]), cfg, stats, on_removed):
         if "minhash" not in cfg["skip"]:
             t0 = time.perf_counter()
             sigs.append(minhash.text_signature(doc["text"], params))
             stats["stages"]["minhash"]["seconds"] += time.perf_counter() - t0
         kept.write(jsonl(doc))
-        n_kept += 1
+        ids.append(doc["id"])
     kept.commit()
     sig_w = AtomicWriter(os.path.join(out_dir, "parts", key + ".sig.npy"), "wb")
-    np.save(sig_w.f, np.array(sigs, dtype=np.uint32).reshape(len(sigs), len(params[0])))
+    np.save(sig_w.f, np.array(sigs, dtype=np.uint64).reshape(len(sigs), len(params[0])))
     sig_w.commit()
     for w in removed.values():
         w.commit()
     stats["errors"] = dict(stats["errors"])
-    stats.update(path=os.path.abspath(path), key=key, kept=n_kept)
+    stats.update(path=os.path.abspath(path), key=key, kept=len(ids), ids=ids)  # ids: to name a duplicate's original
     write_json(os.path.join(out_dir, "parts", key + ".done.json"), stats)  # the commit marker
     return stats
 
@@ -219,10 +219,16 @@ def dedup_and_anonymise(file_stats, out_dir, cfg):
     else:
         sigs = [np.load(os.path.join(out_dir, "parts", k + ".sig.npy")) for k in keys]
         sigs = [s for s in sigs if len(s)]
-        all_sigs = np.concatenate(sigs) if sigs else np.zeros((0, minhash.N_BUCKETS * minhash.HASHES_PER_BUCKET))
+        width = minhash.N_BUCKETS * minhash.HASHES_PER_BUCKET
+        all_sigs = np.concatenate(sigs) if sigs else np.zeros((0, width), np.uint64)
         drop, cluster = minhash.duplicates(all_sigs)
     stages["minhash"]["seconds"] += time.perf_counter() - t0
-    ids = []  # document ids in global order, to name the one each duplicate was kept in favour of
+    # document ids in global order, to name the one each duplicate was kept in favour of (the
+    # cluster's root may come later in the input, so they are read first)
+    ids = []
+    for fs in file_stats:  # (a part finished by an older version has no id list: read its documents)
+        part = os.path.join(out_dir, "parts", fs["key"] + ".jsonl")
+        ids += fs["ids"] if "ids" in fs else [d["id"] for d in iter_jsonl(part)]
     i = 0
     for k in keys:
         part = os.path.join(out_dir, "parts", k + ".jsonl")
@@ -230,7 +236,6 @@ def dedup_and_anonymise(file_stats, out_dir, cfg):
         rem_w = AtomicWriter(os.path.join(out_dir, "removed", "minhash", k + ".jsonl"), "w")
         n_rem = 0
         for doc in iter_jsonl(part):
-            ids.append(doc["id"])
             stages["minhash"]["in"] += 1
             if drop[i]:
                 stages["minhash"]["removed"] += 1
@@ -296,6 +301,7 @@ def run_pipeline(paths, out_dir, cfg=None, workers=1, tokenizer=None, shard_toke
     """Everything: returns the summary dict (also written to out_dir/summary.json)."""
     cfg = cfg or default_config()
     os.makedirs(out_dir, exist_ok=True)
+    words.clear_caches()  # every run starts cold (so a benchmark's repeats do not warm it)
     file_stats = run_files(paths, out_dir, cfg, workers=workers, progress=progress)
     global_stages, doc_files = dedup_and_anonymise(file_stats, out_dir, cfg)
     documents_out = global_stages["pii"]["in"]
