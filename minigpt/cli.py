@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "dpo": ("minigpt.posttrain.train_dpo", "fine-tune on preference pairs directly, no reward model (DPO)"),
     "eval": ("minigpt.eval.cli", "loss, bits per byte, multiple choice and pass@k of a checkpoint"),
     "size": ("minigpt.eval.size", "parameters, memory, FLOPs and training time of a model shape"),
+    "serve": ("minigpt.chat.server", "an OpenAI-compatible chat server and a web chat page"),
 }
 
 
