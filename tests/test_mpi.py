@@ -1,7 +1,7 @@
 """Data-parallel training over MPI (minigpt/pretrain/distributed.py), run as `mpirun -np 2` on this
 machine (oversubscribed: CI has 2 cores). 2 ranks with half batches equal 1 rank with the whole
-batch; ZeRO-1 equals the plain all-reduce; a resumed 2-rank run equals an uninterrupted one; a rank
-that dies ends the job. Skipped when the mpi extra (mpi4py + Open MPI) is not installed."""
+batch; ZeRO-1 equals the plain all-reduce; a resumed 2-rank run equals an uninterrupted one (and a 2-rank
+checkpoint without dropout goes on on 1 rank); a rank that dies ends the job. Skipped when the mpi extra (mpi4py + Open MPI) is not installed."""
 import importlib.util
 import json
 import os
@@ -147,6 +147,15 @@ def test_two_ranks_equal_one_rank_and_zero1_equals_allreduce(tmp_path, data):
     _, m0, v0 = checkpoint.load_state(checkpoint.paths(zero, 20)[1])
     np.testing.assert_array_equal(m0, m2)  # ZeRO-1's gathered moments are the whole moments
     np.testing.assert_array_equal(v0, v2)
+
+    # without dropout nothing is per rank: the 2-rank ZeRO-1 run's step-10 checkpoint goes on on 1 rank
+    for path in checkpoint.paths(zero, 20):
+        os.unlink(path)
+    p = train(1, "--resume", zero)
+    assert "written on 2 rank(s), now 1" in p.stdout
+    for (_, la), (_, lz) in zip(losses(one), losses(zero)):
+        assert abs(la - lz) <= 1e-6 * abs(la)
+    np.testing.assert_allclose(params(zero, 20), params(one, 20), rtol=1e-5, atol=2e-6)
 
 
 @needs_mpi

@@ -110,7 +110,7 @@ def global_weights(world, y, w, scale=1.0):
     n = n_r if world.size == 1 else int(allreduce_sum(world, [n_r])[0])
     if world.size == 1 and scale == 1.0:
         return w
-    factor = scale * n_r / max(n, 1)
+    factor = scale if n_r == n else scale * n_r / max(n, 1)  # one rank: exactly the one-process weights
     return np.full(np.shape(y), factor) if w is None else np.asarray(w) * factor
 
 

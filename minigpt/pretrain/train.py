@@ -397,8 +397,6 @@ def start_run(s, cfg, rt, resume, tok, log=print, world=None):
     model; only rank 0 writes, and each rank keeps its own dropout RNG."""
     world = world or dist.World()
     run_dir = dist.allgather_json(world, s.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S")))[0]
-    if world.size > 1 and rt.backend == "cuda":
-        raise ValueError("MPI training runs on the CPU backends (numpy, c); the CUDA backend would need NCCL")
     os.makedirs(run_dir, exist_ok=True)
     if not resume and checkpoint.list_steps(run_dir):
         raise FileExistsError(f"{run_dir} already holds checkpoints: add --resume to continue that run, "
@@ -430,6 +428,8 @@ def start_run(s, cfg, rt, resume, tok, log=print, world=None):
         if world.rank > 0:  # the same weights on every rank, but each its own dropout masks
             model.dropout_rng = np.random.default_rng([s.seed, world.rank])
         start = 0
+    if world.size > 1 and model.backend.name == "cuda":
+        raise ValueError("MPI training runs on the CPU backends (numpy, c); the CUDA backend would need NCCL")
     model.dropout = s.dropout
     if model.dropout > 0 and model.backend.name == "cuda":
         raise ValueError("--dropout is not implemented in the CUDA backend's forward (minigpt/model/gpt_cuda.py); "
