@@ -103,15 +103,16 @@ def allreduce_sum(world, values):
     return a
 
 
-def global_weights(world, y, w, scale=1.0):
+def global_weights(world, y, w, accum=1):
     """Loss weights for this rank's rows so that model.forward (a mean over the rank's own counted
-    targets) returns its share of the global batch's mean: w * scale * n_r / n."""
+    targets) returns its share of the global batch's mean, each of `accum` micro-batches weighing
+    1/accum: w / accum * n_r / n, n = the counted targets of the global batch."""
     n_r = int((np.asarray(y) >= 0).sum())
     n = n_r if world.size == 1 else int(allreduce_sum(world, [n_r])[0])
-    if world.size == 1 and scale == 1.0:
+    if n_r == n and accum == 1:
         return w
-    factor = scale if n_r == n else scale * n_r / max(n, 1)  # one rank: exactly the one-process weights
-    return np.full(np.shape(y), factor) if w is None else np.asarray(w) * factor
+    w = np.full(np.shape(y), 1.0 / accum) if w is None else np.asarray(w) / accum
+    return w if n_r == n else w * (n_r / max(n, 1))  # one rank: exactly the one-process weights
 
 
 # --------------------------------------------------------------------------------------------------
@@ -191,12 +192,11 @@ def update(model, world, zero, lr, beta1, beta2, eps, weight_decay, t):
 
 
 def full_moments(model, world, zero):
-    """(m, v) of all N parameters on rank 0 (None elsewhere): gathered from the slices under ZeRO-1."""
+    """(m, v) of all N parameters on rank 0, gathered from the slices under ZeRO-1 (every rank takes
+    part); None when the model holds them whole (checkpoint.get_moments reads them, CudaGPT's too)."""
     n = model.num_parameters
     if world.size == 1 or zero == 0:
-        if model.m_memory is None:
-            return np.zeros(n, np.float32), np.zeros(n, np.float32)
-        return model.m_memory, model.v_memory
+        return None
     lo, hi, counts = shard_range(n, world)
     mpi = world.mpi
     out = []
@@ -206,7 +206,7 @@ def full_moments(model, world, zero):
         displs = np.cumsum([0] + counts[:-1]).tolist()
         world.comm.Gatherv(part, [whole, counts, displs, mpi.FLOAT] if world.main else None, root=0)
         out.append(whole)
-    return tuple(out)
+    return tuple(out) if world.main else None
 
 
 def set_moments(model, world, zero, m, v):

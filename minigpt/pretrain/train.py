@@ -183,7 +183,7 @@ def train_step(model, loader, grad_accum=1, world=None):
     loss = 0.0
     for _ in range(grad_accum):
         x, y, w = next_batch(loader)
-        w = dist.global_weights(world, y, w, scale=1.0 / grad_accum)
+        w = dist.global_weights(world, y, w, accum=grad_accum)
         loss += model.forward(x, y, weights=w)
         model.backward()
     return float(dist.allreduce_sum(world, [loss])[0]) if world.size > 1 else loss
@@ -288,7 +288,7 @@ def train(model, s, train_loader, val_loader, run_dir, saved_settings, start_ste
 
     def save(step):
         nonlocal last_good
-        moments = dist.full_moments(model, world, s.zero)                          # rank 0: all N of each
+        moments = dist.full_moments(model, world, s.zero)                          # ZeRO-1: gathered on rank 0
         rngs = dist.allgather_json(world, model.dropout_rng.bit_generator.state)  # one per rank
         if world.main:
             info = {"settings": saved_settings, "loader": train_loader.state(), "val_loss": val_loss,
@@ -412,8 +412,8 @@ def start_run(s, cfg, rt, resume, tok, log=print, world=None):
             raise ValueError(f"{state_path} was written by a run on {saved_world} rank(s) with dropout, whose "
                              f"masks come from one RNG per rank: resume it on {saved_world} (mpirun -np "
                              f"{saved_world}), not {world.size}")
-        if model.backend.name == "cuda":
-            checkpoint.set_moments(model, m, v)
+        if world.size == 1:
+            checkpoint.set_moments(model, m, v)  # (CudaGPT: onto the device)
         else:  # the saved moments are whole: ZeRO-1 takes this rank's slice, so any rank count can resume
             dist.set_moments(model, world, s.zero, m, v)
         rngs = info.get("dropout_rngs", [info["dropout_rng"]])
