@@ -397,10 +397,7 @@ def start_run(s, cfg, rt, resume, tok, log=print, world=None):
     model; only rank 0 writes, and each rank keeps its own dropout RNG."""
     world = world or dist.World()
     run_dir = dist.allgather_json(world, s.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S")))[0]
-    os.makedirs(run_dir, exist_ok=True)
-    if not resume and checkpoint.list_steps(run_dir):
-        raise FileExistsError(f"{run_dir} already holds checkpoints: add --resume to continue that run, "
-                              f"or give another --out")
+    checkpoint.open_run(run_dir, resume=bool(resume))  # a fresh run never writes over another
     s.out = run_dir
     if resume:
         state_path, info, m, v = resume
