@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "prepare": ("minigpt.pretrain.prepare", "text files / JSONL -> trained tokenizer + llm.c token shards"),
     "train": ("minigpt.pretrain.train", "pretrain a GPT-2 on token shards (no arguments: a built-in corpus)"),
     "sample": ("minigpt.inference.sample", "generate text from a run directory or checkpoint, streaming"),
+    "rl": ("minigpt.posttrain.rl", "reinforcement learning on problems with checkable answers (pass@1 up)"),
 }
 
 

@@ -156,6 +156,20 @@ class GPT:
         self.loss = float((a["losses"].astype(np.float64) * self.dlosses).sum())
         return self.loss
 
+    def reweight(self, weights):
+        """Give the last forward's tokens new loss weights (B, T) for the next backward, without a
+        second forward: for losses whose weights depend on this pass's own log-probs (RL's clipped
+        objective and KL term, minigpt/posttrain/policy.py). Returns the re-weighted loss."""
+        if self.targets is None or self.loss is None:
+            raise RuntimeError("reweight() needs a forward(idx, targets) with targets first")
+        w = np.asarray(weights, self.dtype)
+        if w.shape != (self.B, self.T):
+            raise ValueError(f"weights shape {w.shape} must equal idx shape {(self.B, self.T)}")
+        n_valid = int((self.targets >= 0).sum())
+        self.dlosses = np.where(self.targets >= 0, w, 0).astype(self.dtype) / max(n_valid, 1)  # (B, T)
+        self.loss = float((self.acts["losses"].astype(np.float64) * self.dlosses).sum())
+        return self.loss
+
     def _dropout_masks(self, B, T):
         """Inverted dropout: keep with probability 1 - p and scale by 1 / (1 - p), so eval needs no change."""
         L, C, p = self.config.n_layer, self.config.n_embd, self.dropout

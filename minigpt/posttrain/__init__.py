@@ -1,0 +1,1 @@
+"""Post-training: conversations, SFT, RL."""
