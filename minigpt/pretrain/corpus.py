@@ -26,6 +26,26 @@ def pydoc_topics():
     return [topics[name].strip() + "\n" for name in sorted(topics) if topics[name].strip()]
 
 
+def documented(tree, module_name):
+    """(head, docstring) of the module's public classes and functions, classes' members included, in
+    source order; head is `class NAME` or `NAME(signature)`, NAME qualified by the module."""
+    def visit(node, prefix):
+        for child in node.body:
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if child.name.startswith("_") and not child.name.startswith("__init__"):
+                    continue  # private helpers: rarely documented for readers
+                name = prefix + child.name
+                doc = ast.get_docstring(child)
+                if doc:
+                    if isinstance(child, ast.ClassDef):
+                        yield f"class {name}", doc
+                    else:
+                        yield f"{name}({ast.unparse(child.args)})", doc
+                if isinstance(child, ast.ClassDef):
+                    yield from visit(child, name + ".")
+    yield from visit(tree, module_name + ".")
+
+
 def module_document(source, module_name):
     """A module's docstrings as one document, or None if it has none."""
     try:
@@ -36,30 +56,13 @@ def module_document(source, module_name):
     doc = ast.get_docstring(tree)
     if doc:
         parts.append(f"Module {module_name}\n\n{doc}\n")
-
-    def visit(node, prefix):
-        for child in node.body:
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                if child.name.startswith("_") and not child.name.startswith("__init__"):
-                    continue  # private helpers: rarely documented for readers
-                name = prefix + child.name
-                doc = ast.get_docstring(child)
-                if doc:
-                    if isinstance(child, ast.ClassDef):
-                        head = f"class {name}"
-                    else:
-                        head = f"{name}({ast.unparse(child.args)})"
-                    parts.append(f"{head}\n{doc}\n")
-                if isinstance(child, ast.ClassDef):
-                    visit(child, name + ".")
-    visit(tree, module_name + ".")
+    parts += [f"{head}\n{doc}\n" for head, doc in documented(tree, module_name)]
     return "\n".join(parts) if parts else None
 
 
-def stdlib_documents(root=None):
-    """One document per standard-library module with docstrings, in sorted path order."""
+def stdlib_sources(root=None):
+    """(module name, source text) of every standard-library module the corpus reads, in sorted path order."""
     root = root or sysconfig.get_paths()["stdlib"]
-    docs = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
         for name in sorted(files):
@@ -70,13 +73,15 @@ def stdlib_documents(root=None):
             module = rel[:-len(".__init__")] if rel.endswith(".__init__") else rel
             try:
                 with open(path, encoding="utf-8") as f:
-                    source = f.read()
+                    yield module, f.read()
             except (OSError, UnicodeDecodeError):
                 continue
-            doc = module_document(source, module)
-            if doc:
-                docs.append(doc)
-    return docs
+
+
+def stdlib_documents(root=None):
+    """One document per standard-library module with docstrings, in sorted path order."""
+    docs = (module_document(source, module) for module, source in stdlib_sources(root))
+    return [doc for doc in docs if doc]
 
 
 def builtin_documents():
