@@ -172,6 +172,7 @@ def update(model, ref, samples, adv, s, lr, t0, end):
 def rl_train(model, tok, task, s, run_dir, saved, start=0, ref=None, log=print):
     """RL steps start .. s.steps-1 with evaluations and checkpoints; returns the summary dict."""
     end = tok.special_tokens[IM_END]
+    os.makedirs(run_dir, exist_ok=True)
     log_path = os.path.join(run_dir, "log.jsonl")
     ckpt_every = s.checkpoint_every or s.eval_every
     min_lr = s.min_lr if s.min_lr is not None else s.lr

@@ -44,9 +44,10 @@ def rollout(model, tok, task, problems, G, max_new_tokens, temperature=1.0, seed
     out = []
     for i in range(0, len(prompts), batch):
         group = prompts[i:i + batch]
-        # each chunk gets its own seed, so a chunk samples the same alone or among others
+        # problem j samples from seeds (seed, j, sample): independent of the other problems, and the
+        # same whether decoded alone or in a batch
         replies = generate(model, group, max_new_tokens, temperature=temperature, top_k=top_k,
-                           seed=seed + i, n=G, stop=[end])
+                           seed=[seed * 65536 + j for j in range(i, i + len(group))], n=G, stop=[end])
         caps = reply_caps(group, T, max_new_tokens)
         for k, ids in enumerate(replies):
             j = i + k // G

@@ -26,6 +26,7 @@ import zlib
 from dataclasses import dataclass
 
 from ..tokenizer.chat import check_messages
+from .builtin_chats import builtin_conversations, model_facts
 from .grade import GRADERS, as_number, final_answer, grade_answer, normalize
 
 BUILTIN = ("count", "compare", "arithmetic", "spell")
@@ -147,7 +148,6 @@ def builtin_task(name, base_dir=None, seed=1337, config=None):
     if base_dir and all(os.path.isfile(f) for f in files):
         train, test = (read_problems(f, keep=keep) for f in files)
     else:
-        from .builtin_chats import builtin_conversations, model_facts
         if config is None:
             raise ValueError(f"the built-in task {name} needs the base run's train.jsonl/test.jsonl or a model config")
         both = builtin_conversations(model_facts(config), seed=seed)
