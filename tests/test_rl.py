@@ -228,3 +228,17 @@ def test_cli_bad_input_is_one_line(tok, tmp_path):
         p = cli(*args, "--out", str(tmp_path / "o"))
         out = p.communicate(timeout=120)[0]
         assert p.returncode == 2 and msg in out and "Traceback" not in out, out
+
+
+def test_generate_per_prompt_seeds(tok):
+    """generate(seed=[...]): prompt i samples from (seeds[i], j), the same alone as in the batch, and
+    two prompts with different seeds do not share their random draws."""
+    from minigpt.inference.generate import generate
+    model = tiny_model(tok)
+    prompts = [[1, 2, 3], [1, 2, 3], [4, 5]]
+    both = generate(model, prompts, 6, temperature=1.0, seed=[7, 8, 9], n=2)
+    for i, p in enumerate(prompts):
+        assert generate(model, p, 6, temperature=1.0, seed=7 + i, n=2) == both[2 * i:2 * i + 2]
+    assert both[0:2] != both[2:4]  # the same prompt, its own seed: other samples
+    with pytest.raises(ValueError, match="one per prompt"):
+        generate(model, prompts, 2, seed=[1, 2])

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..model import backend
 from . import kvcache
-from .sampling import check_sampling, sample_token
+from .sampling import check_sampling, sample_tokens
 
 
 
@@ -86,8 +86,8 @@ def stream_tokens(weights, prompt_ids, max_new_tokens=64, temperature=1.0, top_k
     produced = np.zeros(B, dtype=np.int64)
     while live:
         step, nxt = [], []
-        for row, s in enumerate(live):
-            t = sample_token(logits[row, :V], temperature, top_k, top_p, rngs[s])
+        tokens = sample_tokens(logits[:, :V], temperature, top_k, top_p, [rngs[s] for s in live])
+        for s, t in zip(live, tokens):
             if t in stop:
                 continue
             step.append((s, t))

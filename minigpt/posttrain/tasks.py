@@ -12,6 +12,11 @@ Where tasks come from (`--task`):
         split as the SFT run split them: RL trains on the SFT train split and is judged on its test
         split, which neither SFT nor RL ever trains on. Read from the base run's train.jsonl/test.jsonl
         (what `minigpt sft` saved), or generated again from --seed when the base has none.
+    letters       letter counting with the answers balanced: the built-in count task asks mostly
+        about letters that occur once (61% of its answers are 1, so "always 1" scores 61%); here
+        each word of a split is asked about every letter it has twice or more, as many letters it
+        has once, and as many it lacks: answers 0, 1 and 2+ a third each. Words come from the
+        built-in split (train and test words are disjoint), phrasings from a seeded generator.
     FILE.jsonl    your problems, graded by --grader: `exact` (the reply's final answer, the text after
         its last `####`, or the whole reply if it has none, equals the answer as text, ignoring case
         and spacing), `numeric` (both are numbers and equal), or `module:function`, a Python grader
@@ -22,14 +27,17 @@ Where tasks come from (`--task`):
 import importlib
 import json
 import os
+import re
 import zlib
 from dataclasses import dataclass
 
+import numpy as np
+
 from ..tokenizer.chat import check_messages
-from .builtin_chats import builtin_conversations, model_facts
+from .builtin_chats import COUNT, builtin_conversations, chat, count_reply, model_facts
 from .grade import GRADERS, as_number, final_answer, grade_answer, normalize
 
-BUILTIN = ("count", "compare", "arithmetic", "spell")
+BUILTIN = ("count", "compare", "arithmetic", "spell", "letters")
 
 
 @dataclass
@@ -155,9 +163,55 @@ def builtin_task(name, base_dir=None, seed=1337, config=None):
     return Task(name, dedupe(train, test), test, grade_builtin)
 
 
+def split_words(examples):
+    """The words of the built-in count/spell conversations (their reference replies spell them)."""
+    words = set()
+    for ex in examples:
+        if ex.get("task") in ("count", "spell"):
+            reply = ex["messages"][-1]["content"]
+            m = re.search(r"\nSo (\w+) has ", reply)
+            words.add(m.group(1) if m else re.sub(r"\(\d+\)", "", reply.split("\n")[0]).replace("-", ""))
+    return sorted(w for w in words if w.isalpha())
+
+
+def balanced_letters(words, rng):
+    """Problems counting letters of `words`, answers 0, 1, 2+ in equal numbers per word."""
+    out = []
+    for w in words:
+        many = sorted(c for c in set(w) if w.count(c) >= 2)
+        once = sorted(c for c in set(w) if w.count(c) == 1)
+        absent = [c for c in "abcdefghijklmnopqrstuvwxyz" if c not in w]
+        k = min(len(many), len(once)) or 1
+        letters = many[:k] + list(rng.choice(once, size=min(k, len(once)), replace=False)) + \
+            list(rng.choice(absent, size=k, replace=False))
+        for c in letters:
+            reply, answer = count_reply(w, str(c))
+            q = COUNT[rng.integers(len(COUNT))].format(l=c, w=w)
+            out.append({"messages": chat(q, reply)[:1], "task": "count", "answer": answer})
+    return out
+
+
+def letters_task(base_dir=None, seed=1337, config=None):
+    """The balanced letter-counting task (module docstring), on the words of the built-in split."""
+    files = [os.path.join(base_dir or "", f) for f in ("train.jsonl", "test.jsonl")]
+    if base_dir and all(os.path.isfile(f) for f in files):
+        splits = [[json.loads(line) for line in open(f, encoding="utf-8") if line.strip()] for f in files]
+    elif config is not None:
+        splits = builtin_conversations(model_facts(config), seed=seed)
+    else:
+        raise ValueError("the built-in task letters needs the base run's train.jsonl/test.jsonl or a model config")
+    train_words, test_words = (split_words(x) for x in splits)
+    train_words = sorted(set(train_words) - set(test_words))
+    train = balanced_letters(train_words, np.random.default_rng([seed, 0]))
+    test = balanced_letters(test_words, np.random.default_rng([seed, 1]))
+    return Task("letters", dedupe(train, test), test, grade_builtin)
+
+
 def load_task(spec, grader="exact", test_data=None, test_fraction=0.1, base_dir=None, seed=1337, config=None):
     """--task NAME or FILE.jsonl (+ --grader, --test-data) -> Task. A clear ValueError for bad input."""
-    if spec in BUILTIN:
+    if spec == "letters":
+        task = letters_task(base_dir, seed, config)
+    elif spec in BUILTIN:
         task = builtin_task(spec, base_dir, seed, config)
     elif spec.endswith(".jsonl") or os.path.isfile(spec):
         problems = read_problems(spec)
@@ -174,4 +228,4 @@ def load_task(spec, grader="exact", test_data=None, test_fraction=0.1, base_dir=
     return task
 
 
-assert set(BUILTIN) <= set(GRADERS)
+assert set(BUILTIN) - {"letters"} <= set(GRADERS)
