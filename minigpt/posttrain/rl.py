@@ -40,7 +40,7 @@ from .tasks import BUILTIN, load_task
 @dataclass
 class RLSettings:
     base: str = None             # the SFT run directory (its newest checkpoint and tokenizer) or a checkpoint .bin
-    task: str = "compare"        # built-in: count | compare | arithmetic | spell; or a JSONL of {"messages", "answer"}
+    task: str = "count"          # built-in: count | letters | compare | arithmetic | spell; or a JSONL of {"messages", "answer"}
     grader: str = "exact"        # a JSONL task's grader: exact | numeric | module:function (f(messages, reply) -> reward)
     test_data: str = None        # a JSONL task's test problems (default: --test-fraction of its problems, by prompt hash)
     test_fraction: float = 0.1   # share of a JSONL task's problems held out for testing
