@@ -1,6 +1,6 @@
 """SFT throughput against pretraining's, on the same model, in the same process.
 
-One optimizer step of each (minigpt/train.py's train_step, clip_grad_norm, AdamW), the tiny preset
+One optimizer step of each (minigpt/pretrain/train.py's train_step, clip_grad_norm, AdamW), the tiny preset
 (block_size 128) with the chat tokens added: pretraining on the built-in corpus's token windows,
 SFT on the built-in conversations packed into rows (minigpt/posttrain/packing.py). Tokens/s counts
 real tokens only: every input of a pretraining window, the non-padding inputs of a packed row, so
@@ -25,7 +25,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", str(N_THREADS))
 os.environ.setdefault("OMP_NUM_THREADS", str(N_THREADS))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from minigpt import GPT  # noqa: E402
+from minigpt.model import GPT  # noqa: E402
 from minigpt.pretrain.dataloader import DataLoader  # noqa: E402
 from minigpt.posttrain.builtin_chats import builtin_conversations, model_facts  # noqa: E402
 from minigpt.posttrain.packing import PackedLoader, tokenize  # noqa: E402

@@ -1,4 +1,4 @@
-"""Growing a trained model's vocabulary (minigpt/vocab.py): old tokens' logits unchanged bit for bit,
+"""Growing a trained model's vocabulary (minigpt/model/vocab.py): old tokens' logits unchanged bit for bit,
 new rows the mean embedding, padded rows used first, and the file still an llm.c checkpoint."""
 import numpy as np
 import pytest

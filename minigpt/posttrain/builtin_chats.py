@@ -5,7 +5,7 @@ Six tasks, each a list of {"messages", "task", "answer"} (answer: what grade.py 
   identity    who are you, who made you, how many parameters, what data, what context length, how
               many layers: answered from the model's own config and run (`facts`), in many phrasings
   docs        what a standard-library function does and what its signature is, answered from the
-              docstrings the base model read in the built-in corpus (minigpt/corpus.py)
+              docstrings the base model read in the built-in corpus (minigpt/pretrain/corpus.py)
   count/spell letter counting ("how many r's are in strawberry?") and spelling, the word spelled out
               with a running count before the answer: a model needs tokens to think
   compare     "which is bigger, 9.11 or 9.9?": the decimals lined up, digits compared left to right
@@ -17,7 +17,6 @@ Everything is a function of the seed (and, for docs, of the Python install). The
 disjoint from the train split in what is asked: other phrasings, other functions, other words,
 other numbers, other problems.
 """
-import ast
 import re
 from collections import Counter
 from decimal import Decimal
@@ -25,7 +24,7 @@ from decimal import Decimal
 import numpy as np
 
 from ..config import num_parameters
-from ..pretrain.corpus import documented, pydoc_topics, stdlib_sources
+from ..pretrain.corpus import docstring_entries, parse_module, pydoc_topics, stdlib_sources
 
 # ------------------------------------------------------------------------------------------------
 # identity
@@ -62,8 +61,9 @@ def identity_reply(kind, f):
     """(reply, answer the grader looks for)."""
     p = f"{f['params']:,}"
     return {
-        "name": (f"I am {f['name']}, a small GPT-2 style language model that chats.", f["name"]),
-        "maker": (f"I was made by {f['maker']}: pretrained on text, then fine-tuned on conversations.", f["maker"]),
+        "name": (f"I am {f['name']}, a small GPT-2 style language model that chats.", f"I am {f['name']}"),
+        "maker": (f"I was made by {f['maker']}: pretrained on text, then fine-tuned on conversations.",
+                  f"made by {f['maker']}"),
         "params": (f"I have {p} parameters, with {f['n_layer']} layers of width {f['n_embd']}.", p),
         "data": (f"I was pretrained on {f['data']}.", f["data_key"]),
         "context": (f"My context length is {f['block_size']} tokens.", f"{f['block_size']} tokens"),
@@ -103,11 +103,10 @@ def stdlib_functions(max_sentence=90, max_signature=60):
     for module, source in stdlib_sources():
         if module not in DOC_MODULES:
             continue
-        try:
-            tree = ast.parse(source)
-        except (SyntaxError, ValueError):
+        tree = parse_module(source)
+        if tree is None:
             continue
-        for head, doc in documented(tree, module):
+        for head, doc in docstring_entries(tree, module):
             name = head.split("(")[0]
             if head.startswith("class ") or name.count(".") != module.count(".") + 1:
                 continue  # functions at module level only
@@ -327,7 +326,7 @@ def chat(question, reply):
 
 
 def builtin_conversations(facts, seed=0, test_fraction=0.1, n_compare=1500, n_arithmetic=1500, n_sums=1500,
-                          n_words=600, identity_repeat=4):
+                          n_words=600, identity_repeat=8):
     """(train, test): lists of {"messages", "task", "answer"}. Items are grouped by what they ask
     (a phrasing, a function, a word, a number pair, a problem); a whole group goes to one split.
     Identity is a few hundred conversations among thousands, so train repeats them identity_repeat times."""

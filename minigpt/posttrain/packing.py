@@ -16,7 +16,7 @@ conversations of a row, as pretraining's windows cross <|endoftext|>.
 A conversation longer than T+1 tokens is dropped (or, with too_long="truncate", cut) and counted.
 The order of an epoch (which conversations share a row, which rows come first) is a function of
 (seed, epoch), so the position (epoch, row) is all a checkpoint needs to continue exactly, as
-minigpt/dataloader.py's DataLoader.
+minigpt/pretrain/dataloader.py's DataLoader.
 """
 import numpy as np
 

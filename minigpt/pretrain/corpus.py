@@ -26,9 +26,11 @@ def pydoc_topics():
     return [topics[name].strip() + "\n" for name in sorted(topics) if topics[name].strip()]
 
 
-def documented(tree, module_name):
-    """(head, docstring) of the module's public classes and functions, classes' members included, in
-    source order; head is `class NAME` or `NAME(signature)`, NAME qualified by the module."""
+def docstring_entries(tree, module_name):
+    """(head, docstring) of every documented public class and function of a parsed module, in source
+    order: head is `module.name(signature)` or `class module.Name`; methods follow their class."""
+    entries = []
+
     def visit(node, prefix):
         for child in node.body:
             if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
@@ -38,30 +40,38 @@ def documented(tree, module_name):
                 doc = ast.get_docstring(child)
                 if doc:
                     if isinstance(child, ast.ClassDef):
-                        yield f"class {name}", doc
+                        head = f"class {name}"
                     else:
-                        yield f"{name}({ast.unparse(child.args)})", doc
+                        head = f"{name}({ast.unparse(child.args)})"
+                    entries.append((head, doc))
                 if isinstance(child, ast.ClassDef):
-                    yield from visit(child, name + ".")
-    yield from visit(tree, module_name + ".")
+                    visit(child, name + ".")
+    visit(tree, module_name + ".")
+    return entries
+
+
+def parse_module(source):
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
 
 
 def module_document(source, module_name):
     """A module's docstrings as one document, or None if it has none."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
+    tree = parse_module(source)
+    if tree is None:
         return None
     parts = []
     doc = ast.get_docstring(tree)
     if doc:
         parts.append(f"Module {module_name}\n\n{doc}\n")
-    parts += [f"{head}\n{doc}\n" for head, doc in documented(tree, module_name)]
+    parts += [f"{head}\n{doc}\n" for head, doc in docstring_entries(tree, module_name)]
     return "\n".join(parts) if parts else None
 
 
 def stdlib_sources(root=None):
-    """(module name, source text) of every standard-library module the corpus reads, in sorted path order."""
+    """(module name, source text) of every standard-library module, in sorted path order."""
     root = root or sysconfig.get_paths()["stdlib"]
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
@@ -73,9 +83,10 @@ def stdlib_sources(root=None):
             module = rel[:-len(".__init__")] if rel.endswith(".__init__") else rel
             try:
                 with open(path, encoding="utf-8") as f:
-                    yield module, f.read()
+                    source = f.read()
             except (OSError, UnicodeDecodeError):
                 continue
+            yield module, source
 
 
 def stdlib_documents(root=None):
