@@ -11,6 +11,7 @@ so a crash mid-write never leaves a half-written file under the real name.
 """
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -65,6 +66,27 @@ def atomic_write(path, write):
         w.abort()
         raise
     w.commit()
+
+
+def new_dir_beside(path):
+    """A fresh, empty temp directory beside `path` (same file system, so replace_dir can rename it)."""
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return tempfile.mkdtemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
+
+
+def replace_dir(tmp, path):
+    """Put the finished directory `tmp` (from new_dir_beside) at `path`, replacing what was there:
+    two renames, so a reader sees the old directory or the new one, never files of both. A crash
+    between them leaves the old one as PATH.*.old beside it."""
+    path = os.path.abspath(os.fspath(path))
+    old = None
+    if os.path.lexists(path):
+        old = tempfile.mkdtemp(prefix=os.path.basename(path) + ".", suffix=".old", dir=os.path.dirname(path))
+        os.rename(path, os.path.join(old, "previous"))
+    os.rename(tmp, path)
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def write_json(path, obj):

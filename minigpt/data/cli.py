@@ -4,11 +4,25 @@
 """
 import os
 import sys
+from dataclasses import dataclass
 
+from .. import settings
 from .pipeline import STAGES, default_config, format_table, run_pipeline
 from ..tokenizer import load_tokenizer
 from .filters import read_word_list
 from .readers import input_kind, list_inputs
+
+
+@dataclass
+class DataSettings:
+    language_threshold: float = 0.65  # keep a document only if its top language's probability is above this
+    shard_tokens: int = 100_000_000   # tokens per shard (1e8, as llm.c)
+    workers: int = None               # processes (default: all cores)
+
+    def __post_init__(self):
+        settings.check_range(self, "language_threshold", 0, 1)
+        settings.check_range(self, "shard_tokens", 2, 2**31 - 1)
+        settings.check_range(self, "workers", 1, 1024)
 
 
 def add_arguments(p):
@@ -17,16 +31,13 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="output directory (a rerun skips the inputs already finished there)")
     p.add_argument("--languages", default="en",
                    help="comma-separated fastText codes to keep (default en), or 'all' for any language")
-    p.add_argument("--language-threshold", type=float, default=0.65,
-                   help="keep a document only if its top language's probability is above this (default 0.65)")
     p.add_argument("--skip", default="", help=f"comma-separated stages to skip, from: {','.join(STAGES)}")
     p.add_argument("--url-blocklist", help="file of blocked domains (subdomains included) and full URLs, one a line")
     p.add_argument("--banned-words", help="file of words; a URL containing any of them is dropped")
     p.add_argument("--soft-banned-words", help="file of words; a URL containing two or more is dropped")
     p.add_argument("--tokenizer", help="tokenize the survivors into llm.c shards: a GPT-2 style .tiktoken ranks "
                                        "file, or a file saved by minigpt's Tokenizer.save")
-    p.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard (default 1e8, as llm.c)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    settings.add_arguments(p, DataSettings)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -46,10 +57,11 @@ def missing_libraries(paths, cfg):
 
 
 def run(args):
+    s = settings.build(DataSettings, settings.from_args(args, DataSettings))
     try:
         skip = tuple(s for s in args.skip.split(",") if s)
         langs = None if args.languages.strip().lower() == "all" else [x.strip() for x in args.languages.split(",") if x.strip()]
-        cfg = default_config(languages=langs, language_threshold=args.language_threshold, skip=skip,
+        cfg = default_config(languages=langs, language_threshold=s.language_threshold, skip=skip,
                              blocklist=frozenset(read_word_list(args.url_blocklist)),
                              banned_words=frozenset(read_word_list(args.banned_words)),
                              soft_banned_words=frozenset(read_word_list(args.soft_banned_words)))
@@ -66,8 +78,8 @@ def run(args):
               f"install the data extra: pip install -e '.[data]'", file=sys.stderr)
         return 2
     tok = load_tokenizer(args.tokenizer) if args.tokenizer else None
-    summary = run_pipeline(paths, args.out, cfg, workers=args.workers, tokenizer=tok,
-                           shard_tokens=args.shard_tokens, progress=not args.no_progress)
+    summary = run_pipeline(paths, args.out, cfg, workers=s.workers or os.cpu_count() or 1, tokenizer=tok,
+                           shard_tokens=s.shard_tokens, progress=not args.no_progress)
     print(format_table(summary))
     if tok is None:
         print("tokenize: skipped (no --tokenizer given)")

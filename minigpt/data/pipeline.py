@@ -18,12 +18,13 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections import Counter
 
 import numpy as np
 
-from ..fileio import AtomicWriter, write_json
+from ..fileio import AtomicWriter, new_dir_beside, replace_dir, write_json
 from . import filters, minhash
 from .pii import anonymise
 from .readers import read_documents
@@ -303,7 +304,17 @@ def run_pipeline(paths, out_dir, cfg=None, workers=1, tokenizer=None, shard_toke
     if tokenizer is not None:
         t0 = time.perf_counter()
         docs = (tokenizer.encode_ordinary(d["text"]) for path in doc_files for d in iter_jsonl(path))
-        summary["shards"] = write_shards(docs, tokenizer.eot, os.path.join(out_dir, "shards"), shard_tokens)
+        # the new shards replace the folder as a whole: a rerun with another --shard-tokens leaves
+        # no stale shard of the first run beside them (their tokens would be trained on twice)
+        shard_dir = os.path.join(out_dir, "shards")
+        tmp = new_dir_beside(shard_dir)
+        try:
+            names = [os.path.basename(p) for p in write_shards(docs, tokenizer.eot, tmp, shard_tokens)]
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        replace_dir(tmp, shard_dir)
+        summary["shards"] = [os.path.join(shard_dir, n) for n in names]
         summary["tokenize_seconds"] = round(time.perf_counter() - t0, 3)
     write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary
