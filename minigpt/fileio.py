@@ -43,18 +43,34 @@ class AtomicWriter:
         self.f = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
 
     def write(self, data):
-        return self.f.write(data)
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            raise named(e, self.path) from None
 
     def commit(self):
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            raise named(e, self.path) from None
 
     def abort(self):
-        self.f.close()
+        try:
+            self.f.close()  # a full disk may fail this flush too: the temp file goes anyway
+        except OSError:
+            pass
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
+
+
+def named(e, path):
+    """An OSError that names the file: a full disk says "No space left on device" with no path."""
+    if e.filename is None and e.errno is not None:
+        return OSError(e.errno, e.strerror, os.fspath(path))
+    return e
 
 
 def atomic_write(path, write):
@@ -62,6 +78,9 @@ def atomic_write(path, write):
     w = AtomicWriter(path)
     try:
         write(w.f)
+    except OSError as e:
+        w.abort()
+        raise named(e, path) from None
     except BaseException:
         w.abort()
         raise

@@ -86,6 +86,44 @@ def save(run_dir, step, model, info, keep=None):
     return model_path, state_path
 
 
+def set_aside_later(run_dir, step):
+    """Resuming at `step` while later checkpoints exist starts a new timeline: move the later ones
+    (and the log) into RUN/abandoned-after-STEP[-n]/, so that --keep prunes only this timeline and a
+    bare --resume continues it, and nothing of the old one is lost. Returns that folder or None."""
+    later = [s for s in list_steps(run_dir) if s > step]
+    if not later:
+        return None
+    base = os.path.join(run_dir, f"abandoned-after-{step:06d}")
+    folder, n = base, 1
+    while os.path.exists(folder):
+        n += 1
+        folder = f"{base}-{n}"
+    os.makedirs(folder)
+    for s in later:
+        for p in paths(run_dir, s):
+            if os.path.exists(p):
+                os.rename(p, os.path.join(folder, os.path.basename(p)))
+    log = os.path.join(run_dir, "log.jsonl")
+    if os.path.exists(log):
+        with open(log, "rb") as f:
+            atomic_write(os.path.join(folder, "log.jsonl"), lambda out: out.write(f.read()))
+    return folder
+
+
+def older_valid(state_path):
+    """A sentence naming the newest checkpoint older than state_path that loads, for a message."""
+    run_dir = os.path.dirname(state_path) or "."
+    step = int(NAME.search(state_path).group(1))
+    for s in reversed([s for s in list_steps(run_dir) if s < step]):
+        candidate = paths(run_dir, s)[1]
+        try:
+            load_state(candidate)
+        except (FileFormatError, OSError, ValueError, KeyError):
+            continue
+        return f"the newest valid checkpoint is {candidate}: resume from it with --resume {candidate}"
+    return "no older checkpoint in that directory is valid either"
+
+
 def list_steps(run_dir):
     """Steps that have a state file in run_dir, oldest first."""
     steps = [int(NAME.search(p).group(1)) for p in glob.glob(os.path.join(run_dir, "ckpt_*.state"))]
@@ -107,7 +145,16 @@ def load_state(state_path):
     if crc != expected:
         raise FileFormatError(f"{state_path}: corrupted training state: CRC-32 of the body is {crc:#010x}, "
                               f"the header says {expected:#010x}")
-    info = json.loads(raw[:njson].decode("utf-8"))
+    try:
+        info = json.loads(raw[:njson].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise FileFormatError(f"{state_path}: bad training state: its JSON part does not parse ({e})") from None
+    ok = (isinstance(info, dict) and isinstance(info.get("model_file"), str)
+          and os.path.basename(info["model_file"]) == info["model_file"] != ""
+          and isinstance(info.get("model_crc32"), int) and isinstance(info.get("step"), int) and info["step"] >= 0)
+    if not ok:
+        raise FileFormatError(f"{state_path}: bad training state: expected a JSON object with step, model_file "
+                              f"(a file name beside it) and model_crc32")
     m = np.frombuffer(raw, dtype="<f4", count=n, offset=njson).astype(np.float32)
     v = np.frombuffer(raw, dtype="<f4", count=n, offset=njson + 4 * n).astype(np.float32)
     model_path = os.path.join(os.path.dirname(state_path), info["model_file"])

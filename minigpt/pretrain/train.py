@@ -17,6 +17,7 @@ import glob
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from tqdm import tqdm
 
 from .. import settings
 from ..config import PRESETS, GPTConfig
-from ..fileio import TOKENIZER_FILE, atomic_write, write_json
+from ..fileio import TOKENIZER_FILE, FileFormatError, atomic_write, write_json
 from ..inference.generate import generate
 from ..inference.sampling import SamplingSettings
 from ..model import GPT
@@ -224,19 +225,35 @@ def append_log(path, record):
         f.write(json.dumps(record) + "\n")
 
 
+def read_log(path):
+    """The records of log.jsonl; a line cut short by a kill (or damaged) is skipped."""
+    records = []
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            for ln in f:
+                try:
+                    rec = json.loads(ln.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                    continue
+                if isinstance(rec, dict) and isinstance(rec.get("step", 0), (int, float)):
+                    records.append((rec, ln))
+    return records
+
+
 def truncate_log(path, step):
-    """Keep only the records before `step`: a resumed run writes the rest again."""
+    """Keep the records before `step`, and the validation record at `step` (it measured the very
+    weights the run resumes from): a resumed run writes the rest again."""
     if not os.path.exists(path):
         return
-    lines = []
-    with open(path) as f:
-        for ln in f:
-            try:
-                if json.loads(ln).get("step", 0) < step:
-                    lines.append(ln)
-            except json.JSONDecodeError:  # a line cut short by a kill: it is rewritten anyway
-                pass
-    atomic_write(path, lambda f: f.write("".join(lines).encode()))
+    lines = [ln for rec, ln in read_log(path)
+             if rec.get("step", 0) < step or (rec.get("step") == step and "val_loss" in rec)]
+    atomic_write(path, lambda f: f.write(b"".join(lines)))
+
+
+def val_loss_at(path, step):
+    """The val loss logged at `step`, or None."""
+    found = [rec["val_loss"] for rec, _ in read_log(path) if rec.get("step") == step and "val_loss" in rec]
+    return found[-1] if found else None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -264,7 +281,7 @@ def train(model, s, train_loader, val_loader, run_dir, saved_settings, start_ste
     log_path = os.path.join(run_dir, "log.jsonl")
     last_good = checkpoint.list_steps(run_dir)
     last_good = checkpoint.paths(run_dir, last_good[-1])[0] if last_good else None
-    val_loss = None
+    val_loss = val_loss_at(log_path, start_step) if start_step else None  # kept by a resume
 
     def validate(step):
         nonlocal val_loss
@@ -290,7 +307,7 @@ def train(model, s, train_loader, val_loader, run_dir, saved_settings, start_ste
 
     bar = tqdm(total=steps, initial=start_step, unit="step", dynamic_ncols=True, disable=None)
     for step in range(start_step, steps):
-        if step % s.eval_every == 0:
+        if step % s.eval_every == 0 and not (step == start_step and val_loss is not None):
             validate(step)
         if show_sample is not None and step > 0 and step % sample_every == 0:
             bar.write(f"samples at step {step}:\n{show_sample(step)}")
@@ -312,7 +329,7 @@ def train(model, s, train_loader, val_loader, run_dir, saved_settings, start_ste
         bar.update(1)
         if (step + 1) % ckpt_every == 0 or step + 1 == steps:
             save(step + 1)
-    if steps > start_step or not os.path.exists(log_path):
+    if steps > start_step or val_loss is None:
         validate(steps)
     bar.close()
     return val_loss
@@ -347,14 +364,54 @@ def settings_from(args, classes=CLASSES):
     if args.resume:
         where = args.resume if args.resume != "auto" else (args.out or newest_run())
         state_path = checkpoint.resolve(where)
-        info, m, v = checkpoint.load_state(state_path)
-        layers.append(info["settings"])
+        try:
+            info, m, v = checkpoint.load_state(state_path)
+        except FileFormatError as e:
+            if os.path.isdir(where):  # the newest is damaged: say which older one is whole
+                raise FileFormatError(f"{e}; {checkpoint.older_valid(state_path)}") from None
+            raise
+        if not isinstance(info.get("settings"), dict):
+            raise FileFormatError(f"{state_path}: its settings are not a JSON object")
+        layers.append({k: v_ for k, v_ in info["settings"].items() if k != "out"})
         resume = (state_path, info, m, v)
     layers.append(settings.from_args(args, *classes))
     objs = [settings.build(cls, *layers) for cls in classes]
     if resume:
+        run_dir = os.path.dirname(resume[0])
+        if objs[0].out and os.path.realpath(objs[0].out) != os.path.realpath(run_dir):
+            resume = branch(resume, objs[0].out)  # --resume A/ckpt --out B: B continues A's timeline
         objs[0].out = os.path.dirname(resume[0])
     return objs, resume
+
+
+def copy_file(src, dst):
+    with open(src, "rb") as f:
+        atomic_write(dst, lambda out: shutil.copyfileobj(f, out))
+
+
+def branch(resume, out):
+    """Start run directory `out` from a checkpoint of another run: copy the checkpoint, its tokenizer,
+    settings and the log up to its step into `out`, which must hold no checkpoints; the source run
+    is left as it was."""
+    state_path, info, m, v = resume
+    src = os.path.dirname(state_path)
+    if os.path.isdir(out) and checkpoint.list_steps(out):
+        raise FileExistsError(f"--out {out} already holds checkpoints: to branch from {state_path}, give a new "
+                              f"--out (or resume {out} itself with --resume {out})")
+    os.makedirs(out, exist_ok=True)
+    model_src = os.path.join(src, info["model_file"])
+    model_dst, state_dst = checkpoint.paths(out, info["step"])
+    copy_file(model_src, model_dst)
+    copy_file(state_path, state_dst)
+    for name in (TOKENIZER_FILE, "tokenizer.vocab", "tokenizer.bin", "settings.json"):
+        if os.path.isfile(os.path.join(src, name)):
+            copy_file(os.path.join(src, name), os.path.join(out, name))
+    if os.path.exists(os.path.join(src, "log.jsonl")):
+        lines = [ln for rec, ln in read_log(os.path.join(src, "log.jsonl"))
+                 if rec.get("step", 0) < info["step"] or (rec.get("step") == info["step"] and "val_loss" in rec)]
+        atomic_write(os.path.join(out, "log.jsonl"), lambda f: f.write(b"".join(lines)))
+    print(f"branching {state_path} into {out} (the source run is left as it was)")
+    return (state_dst, dict(info, model_file=os.path.basename(model_dst)), m, v)
 
 
 def run(args):
@@ -374,13 +431,23 @@ def start_run(s, cfg, rt, resume, tok, log=print):
         raise FileExistsError(f"{run_dir} already holds checkpoints: add --resume to continue that run, "
                               f"or give another --out")
     s.out = run_dir
+    for stale in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):  # left by a run killed mid-write
+        os.unlink(stale)
+        log(f"removed {stale}, a temp file left by a run that was stopped while writing it")
     if resume:
         state_path, info, m, v = resume
+        later = checkpoint.set_aside_later(run_dir, info["step"])
+        if later:
+            log(f"resuming from step {info['step']}, before the newest checkpoint: the later checkpoints "
+                f"of the abandoned timeline (and its log) are kept in {later}, out of this run's way")
         model = GPT.load(os.path.join(run_dir, info["model_file"]), backend=rt.backend, threads=rt.threads)
         if model.config != cfg:
             raise ValueError(f"{state_path}: its model {model.config} differs from the settings' {cfg}")
         checkpoint.set_moments(model, m, v)
-        model.dropout_rng.bit_generator.state = info["dropout_rng"]
+        try:
+            model.dropout_rng.bit_generator.state = info["dropout_rng"]
+        except (KeyError, TypeError, ValueError):
+            raise FileFormatError(f"{state_path}: bad training state: no valid dropout_rng state") from None
         start = info["step"]
         truncate_log(os.path.join(run_dir, "log.jsonl"), start)
         log(f"resuming {run_dir} at step {start} from {state_path}")
@@ -414,7 +481,10 @@ def run_training(args):
     train_loader = DataLoader(train_paths, s.batch_size, s.seq_len, seed=s.seed, sampling=s.sampling)
     val_loader = DataLoader(val_paths, s.batch_size, s.seq_len, seed=None)
     if resume:
-        train_loader.load_state(resume[1]["loader"])
+        try:
+            train_loader.load_state(resume[1]["loader"])
+        except (KeyError, TypeError, IndexError):
+            raise FileFormatError(f"{resume[0]}: bad training state: no valid data loader position") from None
     print(f"model: {s.model} L={cfg.n_layer} H={cfg.n_head} C={cfg.n_embd} T={s.seq_len} "
           f"V={cfg.vocab_size}, {model.num_parameters:,} parameters, backend {model.backend.name}; "
           f"{len(train_paths)} train shards ({train_loader.num_windows() * s.seq_len:,} tokens); "
