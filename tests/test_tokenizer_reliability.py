@@ -107,3 +107,11 @@ def test_sample_refuses_tokenizers_that_do_not_fit(model_257, capsys):
     for t in ("nan", "inf", "-1"):
         assert main(["sample", str(d / "m.bin"), "--temperature", t, "--prompt-ids", "1"]) == 2
         assert "temperature" in capsys.readouterr().err
+
+
+def test_sample_layer_is_checked_before_generating(model_257, tmp_path, capsys):
+    png = tmp_path / "att.png"
+    assert main(["sample", str(model_257 / "m.bin"), "--prompt-ids", "1", "--attention", str(png),
+                 "--layer", "99", "--max-new-tokens", "3"]) == 2
+    out = capsys.readouterr()
+    assert "--layer 99 is out of range" in out.err and out.out == "" and not png.exists()

@@ -221,8 +221,11 @@ def sample_text(model, tok, gen, seed, n=1):
 
 
 def append_log(path, record):
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:  # a full disk says "No space left on device" without the file
+        raise OSError(e.errno, e.strerror, path) from None
 
 
 def read_log(path):
