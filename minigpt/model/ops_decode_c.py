@@ -17,12 +17,13 @@ def _ptr(a, ctype, dtype, name, size=None, out=False):
         raise TypeError(f"{name}: expected a C-contiguous {np.dtype(dtype).name} array, found {found}")
     if size is not None and a.size != size:
         raise ValueError(f"{name}: expected {size} elements from the sizes given, found shape {a.shape}")
-    if out and not a.flags.writeable:
-        raise ValueError(f"{name}: the output array is read-only")
-    if not a.flags.aligned:
+    flags = a.flags
+    if not flags.aligned:
         if out:
             raise ValueError(f"{name}: the output array is not aligned (a view at an odd byte offset)")
         a = a.copy()  # an aligned copy of an input; from_buffer keeps it alive for the call
+    if out and not flags.writeable:
+        raise ValueError(f"{name}: the output array is read-only")
     return ffi.from_buffer(ctype, a)
 
 
@@ -34,26 +35,35 @@ def _i(a, name, size):
     return _ptr(a, "int[]", np.int32, name, size)
 
 
-def _dims(**kw):
-    for k, v in kw.items():
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{k} must be an int >= 0, found {v!r}")
+def _dims(*sizes):
+    # a non-int is refused by cffi itself (TypeError); a negative size would read backwards
+    if min(sizes) < 0:
+        raise ValueError(f"sizes must be >= 0, found {sizes}")
+
+
+_rows_ok = None  # the last (S, maxT, streams, positions) found inside the cache: every layer passes the same
 
 
 def _cache(kcache, vcache, streams, positions, N, C, NH, maxT, write):
     """Check a layer's cache (S, NH, maxT, hs) and every row's (stream, position) inside it; returns
     the C pointers of kcache, vcache, streams, positions."""
-    _dims(N=N, C=C, maxT=maxT)
+    global _rows_ok
+    _dims(N, C, maxT)
     if NH < 1 or C % NH:
         raise ValueError(f"C ({C}) must be divisible by NH ({NH}) >= 1")
     per_stream = NH * maxT * (C // NH)
     S = kcache.size // per_stream if isinstance(kcache, np.ndarray) and per_stream else 0
     pk, pv = _f(kcache, "kcache", S * per_stream, write), _f(vcache, "vcache", S * per_stream, write)
     ps, pp = _i(streams, "streams", N), _i(positions, "positions", N)
-    if N and (streams.min() < 0 or streams.max() >= S):
-        raise ValueError(f"streams must be in [0, {S}) (the cache's streams), found [{streams.min()}, {streams.max()}]")
-    if N and (positions.min() < 0 or positions.max() >= maxT):
-        raise ValueError(f"positions must be in [0, maxT={maxT}), found [{positions.min()}, {positions.max()}]")
+    key = (S, maxT, streams.tobytes(), positions.tobytes())  # by content: a changed array is checked again
+    if N and key != _rows_ok:
+        # as unsigned, a negative index is huge: one reduction per array checks both ends
+        if streams.view(np.uint32).max() >= S:
+            raise ValueError(f"streams must be in [0, {S}) (the cache's streams), found "
+                             f"[{streams.min()}, {streams.max()}]")
+        if positions.view(np.uint32).max() >= maxT:
+            raise ValueError(f"positions must be in [0, maxT={maxT}), found [{positions.min()}, {positions.max()}]")
+        _rows_ok = key
     return pk, pv, ps, pp
 
 
@@ -72,19 +82,19 @@ def _bias(bias, OC):
 
 
 def matvec_forward(out, inp, w, bias, N, C, OC):
-    _dims(N=N, C=C, OC=OC)
+    _dims(N, C, OC)
     lib.matvec_forward(_f(out, "out", N * OC, True), _f(inp, "inp", N * C), _f(w, "w", OC * C),
                        _bias(bias, OC), N, C, OC)
 
 
 def matvec_forward_bf16(out, inp, w, bias, N, C, OC):
-    _dims(N=N, C=C, OC=OC)
+    _dims(N, C, OC)
     lib.matvec_forward_bf16(_f(out, "out", N * OC, True), _f(inp, "inp", N * C),
                             _ptr(w, "uint16_t[]", np.uint16, "w (bf16)", OC * C), _bias(bias, OC), N, C, OC)
 
 
 def layernorm_cached(out, inp, w, b, N, C):
-    _dims(N=N, C=C)
+    _dims(N, C)
     lib.layernorm_cached(_f(out, "out", N * C, True), _f(inp, "inp", N * C), _f(w, "w", C), _f(b, "b", C), N, C)
 
 
@@ -99,5 +109,5 @@ def attention_cached(out, qkv, kcache, vcache, streams, positions, N, C, NH, max
 
 
 def gelu_forward(out, inp, N):
-    _dims(N=N)
+    _dims(N)
     lib.gelu_forward(_f(out, "out", N, True), _f(inp, "inp", N), N)
