@@ -45,7 +45,7 @@ def argv_for(name, tmp_path):
 @pytest.mark.parametrize("name, flag, kind", FLAGS, ids=[f"{n}{f}" for n, f, _ in FLAGS])
 def test_every_numeric_flag(tmp_path, capsys, name, flag, kind):
     bad = ["nan", "inf", "-inf", "abc", ""] + (["1.5", "1e3"] if kind == "int" else [])
-    for value in ["0", "-1", "-0.5"] + bad:
+    for value in ["0", "-1", "-0.5", "99999999999999999999"] + bad:
         argv = argv_for(name, tmp_path) + [flag, value]
         assert main(argv) == 2, argv
         out = capsys.readouterr()
