@@ -119,3 +119,36 @@ def test_rerun_with_other_shard_tokens_leaves_no_stale_shards(tmp_path, capsys):
     tokens = np.concatenate([read_shard(str(out / "shards" / n)) for n in few])
     assert (tokens == 256).sum() == len(TEXTS)  # each document once: one <|endoftext|> each
     assert not [n for n in os.listdir(out) if n.endswith((".tmp", ".old"))]
+
+
+def test_a_tokenizer_too_large_for_shards_is_refused_up_front(tmp_path, capsys):
+    import base64
+    d = tmp_path / "in"
+    d.mkdir()
+    write_jsonl(d / "a.jsonl", [{"text": t} for t in TEXTS])
+    ranks = tmp_path / "big.tiktoken"   # 70000 ranks: ids past uint16
+    toks = [bytes([i]) for i in range(256)] + [i.to_bytes(3, "big") + b"x" for i in range(70000 - 256)]
+    ranks.write_text("".join(f"{base64.b64encode(t).decode()} {i}\n" for i, t in enumerate(toks)))
+    assert main(["data", str(d), "--out", str(tmp_path / "out"), "--tokenizer", str(ranks), "--skip",
+                 ",".join(SKIP), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "do not fit uint16" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_damaged_markers_rerun_their_input(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    write_jsonl(d / "a.jsonl", [{"text": t} for t in TEXTS])
+    out = tmp_path / "out"
+    cfg = P.default_config(skip=SKIP)
+    first = P.run_pipeline(list_inputs([str(d)]), str(out), cfg, progress=False)
+    marker = next((out / "parts").glob("*.done.json"))
+    for damage in (b"{not json", b"[1, 2]", b'{"kept": "six"}', b"\xff\xfe"):
+        marker.write_bytes(damage)
+        again = P.run_pipeline(list_inputs([str(d)]), str(out), cfg, progress=False)
+        assert again["documents_out"] == first["documents_out"] == len(TEXTS)
+    sig = next((out / "parts").glob("*.sig.npy"))
+    sig.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="delete its .done.json"):
+        P.run_pipeline(list_inputs([str(d)]), str(out), cfg, progress=False)

@@ -78,6 +78,10 @@ def run(args):
               f"install the data extra: pip install -e '.[data]'", file=sys.stderr)
         return 2
     tok = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    if tok is not None and tok.n_vocab > 65536:  # refused now, not after filtering every input
+        print(f"minigpt data: {args.tokenizer}: {tok.n_vocab} ids do not fit uint16 token shards "
+              f"(at most 65536)", file=sys.stderr)
+        return 2
     summary = run_pipeline(paths, args.out, cfg, workers=s.workers or os.cpu_count() or 1, tokenizer=tok,
                            shard_tokens=s.shard_tokens, progress=not args.no_progress)
     print(format_table(summary))

@@ -165,6 +165,21 @@ def _worker(job):
     return process_file(path, out_dir, cfg)
 
 
+def read_marker(path):
+    """A finished input's statistics, or None if the marker is not what process_file writes."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            stats = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return None
+    need = {"documents_in": int, "kept": int, "key": str, "errors": dict, "stages": dict}
+    if not isinstance(stats, dict) or not all(isinstance(stats.get(k), t) for k, t in need.items()):
+        return None
+    if not all(isinstance(stats["stages"].get(s), dict) for s in STAGES):
+        return None
+    return stats
+
+
 def run_files(paths, out_dir, cfg, workers=1, progress=True):
     """Per-file stages over every input not finished by an earlier run. Returns the stats of all."""
     from tqdm import tqdm
@@ -172,11 +187,11 @@ def run_files(paths, out_dir, cfg, workers=1, progress=True):
     done, todo = {}, []
     for p in paths:
         marker = os.path.join(out_dir, "parts", file_key(p) + ".done.json")
-        if os.path.exists(marker):
-            with open(marker) as f:
-                done[p] = json.load(f)
+        stats = read_marker(marker) if os.path.exists(marker) else None
+        if stats is not None:
+            done[p] = stats
         else:
-            todo.append(p)
+            todo.append(p)  # not finished, or its marker is damaged: run it again
     bar = tqdm(total=len(paths), initial=len(done), unit="file", desc="filter", disable=not progress)
     jobs = [(p, out_dir, cfg) for p in todo]
     if workers <= 1 or len(jobs) <= 1:
@@ -210,6 +225,18 @@ def iter_jsonl(path):
             yield json.loads(line)
 
 
+def load_signatures(path):
+    try:
+        sig = np.load(path)  # allow_pickle stays False: a .npy is data, never code
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read these MinHash signatures ({e}); delete its .done.json "
+                         f"beside it to redo that input") from None
+    if sig.ndim != 2 or sig.dtype != np.uint32:
+        raise ValueError(f"{path}: expected a 2-D uint32 array of MinHash signatures, found {sig.dtype} "
+                         f"{sig.shape}; delete its .done.json beside it to redo that input")
+    return sig
+
+
 def dedup_and_anonymise(file_stats, out_dir, cfg):
     stages = {s: {"in": 0, "removed": 0, "seconds": 0.0} for s in ("minhash", "pii")}
     keys = [s["key"] for s in file_stats]
@@ -218,7 +245,7 @@ def dedup_and_anonymise(file_stats, out_dir, cfg):
         drop = np.zeros(sum(s["kept"] for s in file_stats), dtype=bool)
         cluster = np.arange(len(drop))
     else:
-        sigs = [np.load(os.path.join(out_dir, "parts", k + ".sig.npy")) for k in keys]
+        sigs = [load_signatures(os.path.join(out_dir, "parts", k + ".sig.npy")) for k in keys]
         sigs = [s for s in sigs if len(s)]
         all_sigs = np.concatenate(sigs) if sigs else np.zeros((0, minhash.N_BUCKETS * minhash.HASHES_PER_BUCKET))
         drop, cluster = minhash.duplicates(all_sigs)

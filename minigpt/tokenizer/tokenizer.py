@@ -98,7 +98,10 @@ class Tokenizer:
         vocab = files.read_tiktoken(path)
         if special_tokens is None:
             special_tokens = {EOT: len(vocab)}
-        return cls(vocab, pattern, special_tokens, backend=backend)
+        try:
+            return cls(vocab, pattern, special_tokens, backend=backend)
+        except ValueError as e:  # ranks that parse but do not make a tokenizer: name the file
+            raise ValueError(f"{path}: {e}") from None
 
     def save(self, path):
         files.save(self, path)
