@@ -127,10 +127,11 @@ def test_shard_headers(ntok, body, version):
 
 
 @FUZZ
-@given(n=any_int32, eot=any_int32, body=st.binary(max_size=600))
-def test_llmc_headers(n, eot, body):
-    checked(read_llmc, header(20240328, 2, n, eot) + body)
-    checked(load_tokenizer, header(20240328, 2, n, eot) + body)
+@given(n=any_int32, eot=any_int32, body=st.binary(max_size=600), version=st.sampled_from([2, 3]),
+       v3=st.lists(any_int32, min_size=4, max_size=4))
+def test_llmc_headers(n, eot, body, version, v3):
+    checked(read_llmc, header(20240328, version, n, eot, *v3) + body)
+    checked(load_tokenizer, header(20240328, version, n, eot, *v3) + body)
 
 
 @FUZZ
@@ -235,14 +236,18 @@ def test_run_c_checkpoint_headers(run_bin, version, sizes, extra, exact, noise):
 
 
 @FUZZ
-@given(n=any_int32, eot=any_int32, body=st.binary(max_size=400), noise=st.booleans())
-def test_run_c_tokenizers(run_bin, n, eot, body, noise):
+@given(n=any_int32, eot=any_int32, body=st.binary(max_size=400), how=st.sampled_from(["noise", "header", "mutated"]),
+       version=st.sampled_from([2, 3]), v3=st.lists(any_int32, min_size=4, max_size=4), e=edits,
+       cut=st.integers(0, 40))
+def test_run_c_tokenizers(run_bin, n, eot, body, how, version, v3, e, cut):
+    """Version 2 (llm.c's decode table) and 3 (minigpt's: + specials, merges, Unicode class runs)."""
     d, model = write(valid_files()["model.bin"])
     try:
         tok = os.path.join(d, "tok.bin")
         with open(tok, "wb") as f:
-            f.write(body if noise else header(20240328, 2, n, eot) + body)
-        run_c(run_bin, model, tok)
+            f.write({"noise": body, "header": header(20240328, version, n, eot, *v3) + body,
+                     "mutated": mutate(valid_files()["tok.bin"], e, cut)}[how])
+        run_c(run_bin, model, tok, args=("-i", "hello world"))
     finally:
         shutil.rmtree(d)
 

@@ -147,13 +147,19 @@ class GPT:
             self.loss = None
             return None
         k.softmax_crossentropy_forward(a["losses"], a["probs"], a["logits"], targets, B, T, V, Vp)
-        # mean over the targets that count; weights scale each token's share (and so its gradient)
+        return self.reweight(weights)
+
+    def reweight(self, weights=None):
+        """Set the per-token loss weights of the last forward (default 1): loss = sum(w * token loss) /
+        number of counted targets, and backward() follows. Objectives whose weights depend on the
+        token losses themselves (DPO, PPO) read acts["losses"] first, then call this."""
+        B, T, targets = self.B, self.T, self.targets
         n_valid = int((targets >= 0).sum())
         w = np.ones((B, T), dtype=self.dtype) if weights is None else np.asarray(weights, self.dtype)
         if w.shape != (B, T):
             raise ValueError(f"weights shape {w.shape} must equal idx shape {(B, T)}")
         self.dlosses = np.where(targets >= 0, w, 0).astype(self.dtype) / max(n_valid, 1)  # (B, T)
-        self.loss = float((a["losses"].astype(np.float64) * self.dlosses).sum())
+        self.loss = float((self.acts["losses"].astype(np.float64) * self.dlosses).sum())
         return self.loss
 
     def _dropout_masks(self, B, T):
@@ -173,10 +179,16 @@ class GPT:
     def zero_grad(self):
         self.grads_memory[:] = 0
 
-    def backward(self):
-        """Accumulate d(loss)/d(params) into self.grads (call zero_grad() first to start afresh)."""
-        if self.loss is None:
+    def backward(self, dlnf=None):
+        """Accumulate d(loss)/d(params) into self.grads (call zero_grad() first to start afresh).
+
+        With dlnf (B, T, C), the gradient of some other objective with respect to the final
+        LayerNorm's output (a reward model's head reads it there) flows down the trunk instead of the
+        language-model loss's: the LM head is skipped, and forward needs no targets."""
+        if dlnf is None and self.loss is None:
             raise RuntimeError("backward() needs a forward(idx, targets) with targets first")
+        if self.acts is None:
+            raise RuntimeError("backward() needs a forward() first")
         k, cfg, p, g, a = self.k, self.config, self.params, self.grads, self.acts
         B, T = self.B, self.T
         L, C, NH, V, Vp = cfg.n_layer, cfg.n_embd, cfg.n_head, cfg.vocab_size, cfg.padded_vocab_size
@@ -188,8 +200,11 @@ class GPT:
         for buf in d.values():  # the backward kernels accumulate, so activation grads start at 0
             buf[...] = 0
 
-        k.softmax_crossentropy_backward(d["logits"], self.dlosses, a["probs"], self.targets, B, T, V, Vp)
-        k.matmul_backward(d["lnf"], g["wte"], None, d["logits"], a["lnf"], p["wte"], B, T, C, Vp)
+        if dlnf is None:  # the LM head: softmax cross-entropy, then the tied wte
+            k.softmax_crossentropy_backward(d["logits"], self.dlosses, a["probs"], self.targets, B, T, V, Vp)
+            k.matmul_backward(d["lnf"], g["wte"], None, d["logits"], a["lnf"], p["wte"], B, T, C, Vp)
+        else:
+            d["lnf"][...] = dlnf  # (B, T, C)
         k.layernorm_backward(d["residual3"][L - 1], g["lnfw"], g["lnfb"], d["lnf"], a["residual3"][L - 1],
                              p["lnfw"], a["lnf_mean"], a["lnf_rstd"], B, T, C)
         for l in reversed(range(L)):

@@ -179,3 +179,16 @@ def resolve(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path}: no such training state")
     return path
+
+
+def open_run(run_dir, resume):
+    """Make run_dir; with resume, its newest checkpoint as (info, m, v) (info["model_file"] names the
+    model beside it), else None. A fresh run never writes over a run that has checkpoints."""
+    os.makedirs(run_dir, exist_ok=True)
+    steps = list_steps(run_dir)
+    if steps and not resume:
+        raise FileExistsError(f"{run_dir} already holds checkpoints: add --resume to continue that run, "
+                              f"or give another --out")
+    if not resume or not steps:
+        return None
+    return load_state(paths(run_dir, steps[-1])[1])

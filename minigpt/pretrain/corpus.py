@@ -26,16 +26,10 @@ def pydoc_topics():
     return [topics[name].strip() + "\n" for name in sorted(topics) if topics[name].strip()]
 
 
-def module_document(source, module_name):
-    """A module's docstrings as one document, or None if it has none."""
-    try:
-        tree = ast.parse(source)
-    except (SyntaxError, ValueError):
-        return None
-    parts = []
-    doc = ast.get_docstring(tree)
-    if doc:
-        parts.append(f"Module {module_name}\n\n{doc}\n")
+def docstring_entries(tree, module_name):
+    """(head, docstring) of every documented public class and function of a parsed module, in source
+    order: head is `module.name(signature)` or `class module.Name`; methods follow their class."""
+    entries = []
 
     def visit(node, prefix):
         for child in node.body:
@@ -49,17 +43,36 @@ def module_document(source, module_name):
                         head = f"class {name}"
                     else:
                         head = f"{name}({ast.unparse(child.args)})"
-                    parts.append(f"{head}\n{doc}\n")
+                    entries.append((head, doc))
                 if isinstance(child, ast.ClassDef):
                     visit(child, name + ".")
     visit(tree, module_name + ".")
+    return entries
+
+
+def parse_module(source):
+    try:
+        return ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+
+
+def module_document(source, module_name):
+    """A module's docstrings as one document, or None if it has none."""
+    tree = parse_module(source)
+    if tree is None:
+        return None
+    parts = []
+    doc = ast.get_docstring(tree)
+    if doc:
+        parts.append(f"Module {module_name}\n\n{doc}\n")
+    parts += [f"{head}\n{doc}\n" for head, doc in docstring_entries(tree, module_name)]
     return "\n".join(parts) if parts else None
 
 
-def stdlib_documents(root=None):
-    """One document per standard-library module with docstrings, in sorted path order."""
+def stdlib_sources(root=None):
+    """(module name, source text) of every standard-library module, in sorted path order."""
     root = root or sysconfig.get_paths()["stdlib"]
-    docs = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and not d.startswith("."))
         for name in sorted(files):
@@ -73,10 +86,13 @@ def stdlib_documents(root=None):
                     source = f.read()
             except (OSError, UnicodeDecodeError):
                 continue
-            doc = module_document(source, module)
-            if doc:
-                docs.append(doc)
-    return docs
+            yield module, source
+
+
+def stdlib_documents(root=None):
+    """One document per standard-library module with docstrings, in sorted path order."""
+    docs = (module_document(source, module) for module, source in stdlib_sources(root))
+    return [doc for doc in docs if doc]
 
 
 def builtin_documents():

@@ -429,10 +429,7 @@ def start_run(s, cfg, rt, resume, tok, log=print):
     """The run directory and the model: fresh, or resumed exactly (weights, AdamW moments, dropout
     RNG, data position). Returns (run_dir, model, start step, resume info or None)."""
     run_dir = s.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    os.makedirs(run_dir, exist_ok=True)
-    if not resume and checkpoint.list_steps(run_dir):
-        raise FileExistsError(f"{run_dir} already holds checkpoints: add --resume to continue that run, "
-                              f"or give another --out")
+    checkpoint.open_run(run_dir, resume=bool(resume))  # a fresh run never writes over another
     s.out = run_dir
     for stale in glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")):  # left by a run killed mid-write
         os.unlink(stale)
