@@ -15,12 +15,13 @@ import glob
 import json
 import os
 import re
+import shutil
 import zlib
 
 import numpy as np
 
-from ..fileio import (CHECKPOINT_NAME, HEADER_BYTES, FileFormatError, atomic_write, check_length, make_header,
-                      read_header)
+from ..fileio import (CHECKPOINT_NAME, HEADER_BYTES, TOKENIZER_FILE, FileFormatError, atomic_write, check_length,
+                      make_header, read_header)
 from ..model.ops_cuda import DeviceArray
 
 STATE_MAGIC, STATE_VERSION = 20251122, 1
@@ -122,6 +123,59 @@ def older_valid(state_path):
             continue
         return f"the newest valid checkpoint is {candidate}: resume from it with --resume {candidate}"
     return "no older checkpoint in that directory is valid either"
+
+
+# --------------------------------------------------------------------------------------------------
+# the run directory's timeline: its log, and a branch of it into another directory
+
+
+def read_log(path):
+    """(record, raw line) of each record of log.jsonl; a line cut short by a kill is skipped."""
+    records = []
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            for ln in f:
+                try:
+                    rec = json.loads(ln.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                    continue
+                if isinstance(rec, dict) and isinstance(rec.get("step", 0), (int, float)):
+                    records.append((rec, ln))
+    return records
+
+
+def log_until(path, step, keep_val=False):
+    """The raw lines of the records before `step` (and, keep_val, the validation record at it)."""
+    return [ln for rec, ln in read_log(path) if rec.get("step", 0) < step
+            or (keep_val and rec.get("step") == step and "val_loss" in rec)]
+
+
+def copy_file(src, dst):
+    with open(src, "rb") as f:
+        atomic_write(dst, lambda out: shutil.copyfileobj(f, out))
+
+
+def branch(resume, out, log=print):
+    """Start run directory `out` from a checkpoint of another run: copy the checkpoint, its tokenizer,
+    settings and the log up to its step into `out`, which must hold no checkpoints; the source run
+    is left as it was. Returns the resume tuple (state path, info, m, v) pointing into `out`."""
+    state_path, info, m, v = resume
+    src = os.path.dirname(state_path)
+    if os.path.isdir(out) and list_steps(out):
+        raise FileExistsError(f"--out {out} already holds checkpoints: to branch from {state_path}, give a new "
+                              f"--out (or resume {out} itself with --resume {out})")
+    os.makedirs(out, exist_ok=True)
+    model_dst, state_dst = paths(out, info["step"])
+    copy_file(os.path.join(src, info["model_file"]), model_dst)
+    copy_file(state_path, state_dst)
+    for name in (TOKENIZER_FILE, "tokenizer.vocab", "tokenizer.bin", "settings.json"):
+        if os.path.isfile(os.path.join(src, name)):
+            copy_file(os.path.join(src, name), os.path.join(out, name))
+    if os.path.exists(os.path.join(src, "log.jsonl")):
+        lines = log_until(os.path.join(src, "log.jsonl"), info["step"], keep_val=True)
+        atomic_write(os.path.join(out, "log.jsonl"), lambda f: f.write(b"".join(lines)))
+    log(f"branching {state_path} into {out} (the source run is left as it was)")
+    return (state_dst, dict(info, model_file=os.path.basename(model_dst)), m, v)
 
 
 def list_steps(run_dir):

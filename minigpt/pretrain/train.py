@@ -17,7 +17,6 @@ import glob
 import json
 import math
 import os
-import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -228,39 +227,18 @@ def append_log(path, record):
         raise OSError(e.errno, e.strerror, path) from None
 
 
-def read_log(path):
-    """The records of log.jsonl; a line cut short by a kill (or damaged) is skipped."""
-    records = []
+def truncate_log(path, step, keep_val=False):
+    """Keep only the records before `step`: a resumed run writes the rest again. keep_val: keep the
+    validation record at `step` too (it measured the very weights the run resumes from)."""
     if os.path.exists(path):
-        with open(path, "rb") as f:
-            for ln in f:
-                try:
-                    rec = json.loads(ln.decode("utf-8"))
-                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-                    continue
-                if isinstance(rec, dict) and isinstance(rec.get("step", 0), (int, float)):
-                    records.append((rec, ln))
-    return records
-
-
-def truncate_log(path, step):
-    """Keep the records before `step`, and the validation record at `step` (it measured the very
-    weights the run resumes from): a resumed run writes the rest again."""
-    if not os.path.exists(path):
-        return
-    lines = [ln for rec, ln in read_log(path)
-             if rec.get("step", 0) < step or (rec.get("step") == step and "val_loss" in rec)]
-    atomic_write(path, lambda f: f.write(b"".join(lines)))
+        lines = checkpoint.log_until(path, step, keep_val)
+        atomic_write(path, lambda f: f.write(b"".join(lines)))
 
 
 def val_loss_at(path, step):
     """The val loss logged at `step`, or None."""
-    found = [rec["val_loss"] for rec, _ in read_log(path) if rec.get("step") == step and "val_loss" in rec]
+    found = [rec["val_loss"] for rec, _ in checkpoint.read_log(path) if rec.get("step") == step and "val_loss" in rec]
     return found[-1] if found else None
-
-
-# --------------------------------------------------------------------------------------------------
-# the loop
 
 
 class Diverged(RuntimeError):
@@ -382,39 +360,9 @@ def settings_from(args, classes=CLASSES):
     if resume:
         run_dir = os.path.dirname(resume[0])
         if objs[0].out and os.path.realpath(objs[0].out) != os.path.realpath(run_dir):
-            resume = branch(resume, objs[0].out)  # --resume A/ckpt --out B: B continues A's timeline
+            resume = checkpoint.branch(resume, objs[0].out)  # --resume A/ckpt --out B: B continues A's timeline
         objs[0].out = os.path.dirname(resume[0])
     return objs, resume
-
-
-def copy_file(src, dst):
-    with open(src, "rb") as f:
-        atomic_write(dst, lambda out: shutil.copyfileobj(f, out))
-
-
-def branch(resume, out):
-    """Start run directory `out` from a checkpoint of another run: copy the checkpoint, its tokenizer,
-    settings and the log up to its step into `out`, which must hold no checkpoints; the source run
-    is left as it was."""
-    state_path, info, m, v = resume
-    src = os.path.dirname(state_path)
-    if os.path.isdir(out) and checkpoint.list_steps(out):
-        raise FileExistsError(f"--out {out} already holds checkpoints: to branch from {state_path}, give a new "
-                              f"--out (or resume {out} itself with --resume {out})")
-    os.makedirs(out, exist_ok=True)
-    model_src = os.path.join(src, info["model_file"])
-    model_dst, state_dst = checkpoint.paths(out, info["step"])
-    copy_file(model_src, model_dst)
-    copy_file(state_path, state_dst)
-    for name in (TOKENIZER_FILE, "tokenizer.vocab", "tokenizer.bin", "settings.json"):
-        if os.path.isfile(os.path.join(src, name)):
-            copy_file(os.path.join(src, name), os.path.join(out, name))
-    if os.path.exists(os.path.join(src, "log.jsonl")):
-        lines = [ln for rec, ln in read_log(os.path.join(src, "log.jsonl"))
-                 if rec.get("step", 0) < info["step"] or (rec.get("step") == info["step"] and "val_loss" in rec)]
-        atomic_write(os.path.join(out, "log.jsonl"), lambda f: f.write(b"".join(lines)))
-    print(f"branching {state_path} into {out} (the source run is left as it was)")
-    return (state_dst, dict(info, model_file=os.path.basename(model_dst)), m, v)
 
 
 def run(args):
@@ -449,7 +397,7 @@ def start_run(s, cfg, rt, resume, tok, log=print):
         except (KeyError, TypeError, ValueError):
             raise FileFormatError(f"{state_path}: bad training state: no valid dropout_rng state") from None
         start = info["step"]
-        truncate_log(os.path.join(run_dir, "log.jsonl"), start)
+        truncate_log(os.path.join(run_dir, "log.jsonl"), start, keep_val=True)
         log(f"resuming {run_dir} at step {start} from {state_path}")
     else:
         model = GPT(cfg, backend=rt.backend, seed=s.seed, threads=rt.threads)
