@@ -37,12 +37,17 @@ int bpe_counter_add_chunk(bpe_counter_t *c, const uint8_t *s, int64_t n, int64_t
     return 0;
 }
 
-/* split one document and count its chunks */
+/* split one document and count its chunks; a chunk longer than BPE_MAX_CHUNK bytes is counted as
+ * pieces of at most that length: each merge rewrites every word that holds its pair, so one huge
+ * "word" (200 KB of letters) made training quadratic in its length. It also bounds every learned
+ * token to 255 bytes, what llm.c's tokenizer .bin can store. (minigpt/tokenizer/bpe.py: the same.) */
+#define BPE_MAX_CHUNK 255
 int bpe_counter_add(bpe_counter_t *c, int pattern, const uint8_t *s, int64_t n) {
     if (!g_cls) return -2;
     for (int64_t i = 0; i < n;) {
         int64_t j = bpe_next_chunk(pattern, s, n, i);
-        if (bpe_counter_add_chunk(c, s + i, j - i, 1)) return -1;
+        for (int64_t k = i; k < j; k += BPE_MAX_CHUNK)
+            if (bpe_counter_add_chunk(c, s + k, j - k < BPE_MAX_CHUNK ? j - k : BPE_MAX_CHUNK, 1)) return -1;
         i = j;
     }
     return 0;

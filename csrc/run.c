@@ -19,6 +19,10 @@
  *
  *   ./run sft/ckpt.bin -z sft/tokenizer.bin -m chat -y "You are helpful." -t 0
  */
+#include <errno.h>
+#include <float.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,11 +65,38 @@ typedef struct {
     float *small;             // bf16 checkpoint: the small tensors widened to fp32
 } Model;
 
-static void tensor_sizes(const Config *c, size_t *n) {
-    size_t L = c->L, C = c->C;
-    size_t s[NTENSORS] = {(size_t)c->Vp * C, (size_t)c->maxT * C, L * C, L * C, L * 3 * C * C, L * 3 * C,
-                          L * C * C, L * C, L * C, L * C, L * 4 * C * C, L * 4 * C, L * 4 * C * C, L * C, C, C};
-    memcpy(n, s, sizeof(s));
+// a * b into *out, or 0 if it does not fit a size_t
+static int mul_ok(size_t a, size_t b, size_t *out) { return !__builtin_mul_overflow(a, b, out); }
+
+// Check every header field before any size is computed from it: positive sizes, Vp >= V, C
+// divisible by NH, every tensor and every kernel's index range within an int (the kernels index
+// with int), and sizes multiplied with overflow checks (a crafted header must not wrap the size
+// check and place the tensors outside the buffer). Returns the number of parameters.
+static size_t check_header(const Config *c, size_t esize, long file_size, size_t *n, const char *path) {
+    if (c->maxT <= 0 || c->V <= 0 || c->L <= 0 || c->NH <= 0 || c->C <= 0 || c->Vp < c->V || c->C % c->NH) {
+        fprintf(stderr, "run: %s: bad checkpoint header sizes: maxT=%d V=%d L=%d NH=%d C=%d Vp=%d (expected "
+                "positive sizes, Vp >= V, C divisible by NH)\n", path, c->maxT, c->V, c->L, c->NH, c->C, c->Vp);
+        exit(1);
+    }
+    size_t L = c->L, C = c->C, T = c->maxT, Vp = c->Vp, t4C, total = 0;
+    const size_t f[NTENSORS][3] = {{Vp, C, 1}, {T, C, 1}, {L, C, 1}, {L, C, 1}, {L, 3 * C, C}, {L, 3 * C, 1},
+                                   {L, C, C}, {L, C, 1}, {L, C, 1}, {L, C, 1}, {L, 4 * C, C}, {L, 4 * C, 1},
+                                   {L, 4 * C, C}, {L, C, 1}, {C, 1, 1}, {C, 1, 1}};  // each tensor's shape
+    int ok = mul_ok(T, 4 * C, &t4C) && t4C <= INT_MAX;  // the MLP activations of a full context
+    for (int i = 0; ok && i < NTENSORS; i++)
+        ok = mul_ok(f[i][0], f[i][1], &n[i]) && mul_ok(n[i], f[i][2], &n[i]) && n[i] <= INT_MAX &&
+             !__builtin_add_overflow(total, n[i], &total);
+    size_t bytes;
+    if (!ok || !mul_ok(total, esize, &bytes) || bytes > (size_t)LONG_MAX - 1024) {
+        fprintf(stderr, "run: %s: bad checkpoint header: maxT=%d V=%d L=%d NH=%d C=%d Vp=%d give tensors too "
+                "large to index\n", path, c->maxT, c->V, c->L, c->NH, c->C, c->Vp);
+        exit(1);
+    }
+    if (file_size != (long)(1024 + bytes)) {
+        fprintf(stderr, "run: %s: expected %zu bytes from the header, found %ld\n", path, 1024 + bytes, file_size);
+        exit(1);
+    }
+    return total;
 }
 
 static void load_model(Model *m, const char *path) {
@@ -76,19 +107,11 @@ static void load_model(Model *m, const char *path) {
     if (h[0] != 20240326) die("not an llm.c model checkpoint (bad magic number)", path);
     if (h[1] != 3 && h[1] != 5) die("unsupported checkpoint version: expected 3 (fp32) or 5 (bf16)", path);
     Config c = {h[2], h[3], h[4], h[5], h[6], h[7]};
-    if (c.maxT <= 0 || c.V <= 0 || c.L <= 0 || c.NH <= 0 || c.C <= 0 || c.Vp < c.V || c.C % c.NH)
-        die("bad checkpoint header sizes", path);
     m->cfg = c;
     m->half = h[1] == 5;
-    size_t n[NTENSORS], total = 0, esize = m->half ? 2 : 4;
-    tensor_sizes(&c, n);
-    for (int i = 0; i < NTENSORS; i++) total += n[i];
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    if (size != (long)(1024 + total * esize)) {
-        fprintf(stderr, "run: %s: expected %zu bytes from the header, found %ld\n", path, 1024 + total * esize, size);
-        exit(1);
-    }
+    size_t n[NTENSORS], esize = m->half ? 2 : 4;
+    if (fseek(f, 0, SEEK_END) != 0) die("cannot seek in the model checkpoint", path);
+    size_t total = check_header(&c, esize, ftell(f), n, path);
     fseek(f, 1024, SEEK_SET);
     m->blob = xmalloc(total * esize);
     if (fread(m->blob, esize, total, f) != total) die("read error", path);
@@ -179,6 +202,7 @@ static float random_f32(void) {  // xorshift64*, top 24 bits -> [0, 1)
 typedef struct { float p; int i; } ProbIndex;
 static int by_prob_desc(const void *a, const void *b) {
     float pa = ((const ProbIndex *)a)->p, pb = ((const ProbIndex *)b)->p;
+    if (isnan(pa) != isnan(pb)) return isnan(pa) ? 1 : -1;  // NaN last: qsort needs a total order
     return pa > pb ? -1 : pa < pb ? 1 : ((const ProbIndex *)a)->i - ((const ProbIndex *)b)->i;
 }
 
@@ -228,7 +252,18 @@ static void load_tokenizer(Tokenizer *t, const char *path) {
     if (h[0] != 20240328 || (h[1] != 2 && h[1] != 3))
         die("not an llm.c tokenizer (expected magic 20240328, version 2, or minigpt's version 3)", path);
     t->n = h[2]; t->eot = h[3];
-    if (t->n <= 0) die("bad tokenizer vocabulary size", path);
+    // every token takes at least 2 bytes (a length and a byte): bound n by the file before allocating
+    if (fseek(f, 0, SEEK_END) != 0) die("cannot seek in the tokenizer file", path);
+    long size = ftell(f);
+    if (t->n <= 0 || (size - 1024) / 2 < t->n) {
+        fprintf(stderr, "run: %s: bad tokenizer header: %d tokens cannot fit in a %ld-byte file\n", path, t->n, size);
+        exit(1);
+    }
+    if (t->eot < 0 || t->eot >= t->n) {
+        fprintf(stderr, "run: %s: bad tokenizer header: EOT id %d is outside [0, %d)\n", path, t->eot, t->n);
+        exit(1);
+    }
+    fseek(f, 1024, SEEK_SET);
     t->tok = xmalloc(t->n * sizeof(unsigned char *)); t->len = xmalloc(t->n);
     for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
     for (int i = 0; i < t->n; i++) {
@@ -253,6 +288,12 @@ static void load_bpe(Tokenizer *t, FILE *f, const int *h, const char *path) {
     int n_runs = h[7];
     if (t->pattern < 0 || t->pattern > 2 || t->n_special < 0 || t->n_pairs < 0 || n_runs <= 0 || n_runs > 0x110000)
         die("bad version-3 tokenizer header", path);
+    // the three sections fill the rest of the file exactly: check that before allocating for them
+    long here = ftell(f), end = (fseek(f, 0, SEEK_END) == 0) ? ftell(f) : -1;
+    if (here < 0 || end < 0 || fseek(f, here, SEEK_SET) != 0) die("cannot seek in the tokenizer file", path);
+    uint64_t need = 4 * ((uint64_t)t->n_special + 3 * (uint64_t)t->n_pairs + 2 * (uint64_t)n_runs);
+    if ((uint64_t)(end - here) < need) die("truncated tokenizer: a version-3 section is cut short", path);
+    if ((uint64_t)(end - here) > need) die("bytes left after the version-3 sections", path);
     t->special = xmalloc((size_t)t->n_special * sizeof(int));
     t->pairs = xmalloc((size_t)t->n_pairs * 3 * sizeof(int));
     int *runs = xmalloc((size_t)n_runs * 2 * sizeof(int));
@@ -430,6 +471,37 @@ static void usage(void) {
     exit(1);
 }
 
+// strict flag values: the whole text must be a number in range (atoi("abc") is 0, and
+// strtol("4294967296") wraps when cast to int), and a float must be finite (NaN compares false)
+static void bad_value(char opt, const char *v, const char *expected) {
+    fprintf(stderr, "run: -%c: expected %s, found '%s'\n", opt, expected, v);
+    exit(1);
+}
+
+static long parse_long(char opt, const char *v, long lo, long hi, const char *expected) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || errno || x < lo || x > hi) bad_value(opt, v, expected);
+    return x;
+}
+
+static float parse_float(char opt, const char *v, float lo, float hi, const char *expected) {
+    char *end;
+    errno = 0;
+    float x = strtof(v, &end);
+    if (end == v || *end || errno || !isfinite(x) || x < lo || x > hi) bad_value(opt, v, expected);
+    return x;
+}
+
+static uint64_t parse_seed(const char *v) {
+    char *end;
+    errno = 0;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (end == v || *end || errno || v[0] == '-') bad_value('s', v, "an integer in [0, 2^64)");
+    return (uint64_t)x;
+}
+
 int main(int argc, char **argv) {
     // OpenMP threads that spin while they wait starve the working thread whenever the cores are
     // shared (5-10x slower on a busy machine). libgomp reads OMP_WAIT_POLICY before main runs, so
@@ -454,18 +526,23 @@ int main(int argc, char **argv) {
             case 'z': tok_path = v; break;
             case 'i': text = v; break;
             case 'I': ids = v; break;
-            case 'n': steps = atoi(v); break;
-            case 't': temperature = atof(v); break;
-            case 'p': top_p = atof(v); break;
-            case 's': seed = strtoull(v, NULL, 10); break;
-            case 'o': out_mode = v; break;
-            case 'm': mode = v; break;
+            case 'n': steps = (int)parse_long('n', v, 0, INT_MAX, "an integer in [0, 2^31)"); break;
+            case 't': temperature = parse_float('t', v, 0.0f, FLT_MAX, "a finite number >= 0"); break;
+            case 'p': top_p = parse_float('p', v, 1e-30f, 1.0f, "a number in (0, 1]"); break;
+            case 's': seed = parse_seed(v); break;
+            case 'o':
+                if (strcmp(v, "ids") && strcmp(v, "text")) bad_value('o', v, "ids or text");
+                out_mode = v;
+                break;
+            case 'm':
+                if (strcmp(v, "generate") && strcmp(v, "chat") && strcmp(v, "encode")) bad_value('m', v, "generate, chat or encode");
+                mode = v;
+                break;
             case 'y': system = v; break;
             default: usage();
         }
     }
     rng_state = seed ? seed : 0x9E3779B97F4A7C15ull;  // xorshift needs a non-zero state
-    if (temperature < 0.0f || steps < 0) die("temperature and -n must be >= 0", NULL);
 
     Model m;
     load_model(&m, model_path);
@@ -497,8 +574,10 @@ int main(int argc, char **argv) {
             while (*s == ' ' || *s == ',') s++;
             if (!*s) break;
             char *end;
+            errno = 0;
             long id = strtol(s, &end, 10);
-            if (end == s) die("-I: expected token ids", NULL);
+            if (end == s || (*end && *end != ' ' && *end != ',')) bad_value('I', ids, "token ids separated by spaces or commas");
+            if (errno || id < 0 || id > INT_MAX) bad_value('I', ids, "token ids in [0, vocab_size)");
             prompt[P++] = (int)id;
             s = end;
         }

@@ -61,10 +61,12 @@ def main(argv=None):
         return e.code
     try:
         return module.run(args)
-    except (OSError, ValueError, RuntimeError) as e:
-        # bad input (a missing or damaged file, an id out of range, ...): the message says what is
-        # wrong, so print it, not a traceback; MINIGPT_DEBUG=1 shows where it came from
+    except (OSError, ValueError, RuntimeError, MemoryError) as e:
+        # bad input (a missing or damaged file, an id out of range, sizes that do not fit in
+        # memory, ...): the message says what is wrong, so print it, not a traceback;
+        # MINIGPT_DEBUG=1 shows where it came from
         if os.environ.get("MINIGPT_DEBUG"):
             raise
-        print(f"minigpt {argv[0]}: {e}", file=sys.stderr)
+        what = str(e) if not isinstance(e, MemoryError) or str(e) else "out of memory for the sizes asked for"
+        print(f"minigpt {argv[0]}: {what}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ so a crash mid-write never leaves a half-written file under the real name.
 """
 import json
 import os
+import shutil
 import tempfile
 
 import numpy as np
@@ -42,18 +43,34 @@ class AtomicWriter:
         self.f = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
 
     def write(self, data):
-        return self.f.write(data)
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            raise named(e, self.path) from None
 
     def commit(self):
-        self.f.flush()
-        os.fsync(self.f.fileno())
-        self.f.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            raise named(e, self.path) from None
 
     def abort(self):
-        self.f.close()
+        try:
+            self.f.close()  # a full disk may fail this flush too: the temp file goes anyway
+        except OSError:
+            pass
         if os.path.exists(self.tmp):
             os.unlink(self.tmp)
+
+
+def named(e, path):
+    """An OSError that names the file: a full disk says "No space left on device" with no path."""
+    if e.filename is None and e.errno is not None:
+        return OSError(e.errno, e.strerror, os.fspath(path))
+    return e
 
 
 def atomic_write(path, write):
@@ -61,10 +78,34 @@ def atomic_write(path, write):
     w = AtomicWriter(path)
     try:
         write(w.f)
+    except OSError as e:
+        w.abort()
+        raise named(e, path) from None
     except BaseException:
         w.abort()
         raise
     w.commit()
+
+
+def new_dir_beside(path):
+    """A fresh, empty temp directory beside `path` (same file system, so replace_dir can rename it)."""
+    path = os.path.abspath(os.fspath(path))
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    return tempfile.mkdtemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=os.path.dirname(path))
+
+
+def replace_dir(tmp, path):
+    """Put the finished directory `tmp` (from new_dir_beside) at `path`, replacing what was there:
+    two renames, so a reader sees the old directory or the new one, never files of both. A crash
+    between them leaves the old one as PATH.*.old beside it."""
+    path = os.path.abspath(os.fspath(path))
+    old = None
+    if os.path.lexists(path):
+        old = tempfile.mkdtemp(prefix=os.path.basename(path) + ".", suffix=".old", dir=os.path.dirname(path))
+        os.rename(path, os.path.join(old, "previous"))
+    os.rename(tmp, path)
+    if old is not None:
+        shutil.rmtree(old)
 
 
 def write_json(path, obj):

@@ -21,6 +21,7 @@ the CLI prints it and exits 2.
 import argparse
 import ast
 import dataclasses
+import functools
 import inspect
 import io
 import json
@@ -29,8 +30,10 @@ import tokenize
 import typing
 
 
+@functools.lru_cache(maxsize=None)
 def field_comments(cls):
-    """{field name: its trailing comment} from the class's source (classes up the MRO too)."""
+    """{field name: its trailing comment} from the class's source (classes up the MRO too); read
+    once per class (inspect.getsource is slow, and every flag asks)."""
     comments = {}
     for klass in reversed(cls.__mro__):
         if not dataclasses.is_dataclass(klass):
@@ -177,7 +180,10 @@ def read_config(path, *classes):
     except UnicodeDecodeError:
         raise ValueError(f"{path}: not a UTF-8 text file") from None
     try:
-        values = json.loads(text)
+        try:
+            values = json.loads(text)
+        except RecursionError:
+            raise ValueError(f"{path}: a JSON config nested too deeply (expected an object of name: value)") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: a JSON config must be an object of name: value, "
                              f"found {type(values).__name__}")

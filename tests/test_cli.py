@@ -21,7 +21,7 @@ def test_no_command_prints_help(capsys):
     (["train", "--dropout", "1.0"], "dropout must be in [0, 1), found 1.0"),
     (["train", "--steps", "-5"], "steps must be in [1, any, found -5"),
     (["train", "--lr", "nan"], "lr must be a finite number"),
-    (["train", "--threads", "0"], "threads must be an int >= 1"),
+    (["train", "--threads", "0"], "threads must be an int in [1, 4096]"),
     (["nonsense"], "invalid choice: 'nonsense'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):

@@ -99,3 +99,19 @@ def test_crash_mid_write_keeps_the_old_file(tmp_path):
         atomic_write(path, crash)
     assert open(path, "rb").read() == b"the good old checkpoint"
     assert os.listdir(tmp_path) == ["model.bin"]
+
+
+def test_a_full_disk_names_the_file(tmp_path):
+    """#12: "No space left on device" said nothing of which file; the old file stays whole."""
+    import errno
+    from minigpt.fileio import atomic_write
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"old")
+
+    def full(f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OSError, match="No space left on device") as e:
+        atomic_write(path, full)
+    assert str(path) in str(e.value)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["x.bin"]

@@ -134,3 +134,54 @@ def test_bf16_loss_difference(trained):
     bf16 = half.forward(x, y)
     print(f"held-out loss fp32 {fp32:.5f} bf16 {bf16:.5f} difference {bf16 - fp32:+.5f}")
     assert abs(bf16 - fp32) < 0.01
+
+
+def test_run_c_crafted_header_is_refused(run_bin, tmp_path):
+    """#12: sizes whose product wraps a size_t passed the length check and put the tensors outside
+    the buffer (SIGSEGV). Every field is now checked with checked arithmetic."""
+    def header(*fields):
+        h = np.zeros(256, "<i4")
+        h[:len(fields)] = fields
+        return h.tobytes()
+    cases = [
+        (header(20240326, 3, 1, 2, 2, 1, 599998777, 972347385) + bytes(937464), "too large to index"),
+        (header(20240326, 3, 4, 2, 1, 1, 2**31 - 1, 2), "too large to index"),
+        (header(20240326, 5, 2**31 - 1, 2, 1, 1, 2**16, 2), "too large to index"),
+        (header(20240326, 3, 4, 8, 1, 3, 4, 8), "C divisible by NH"),
+        (header(20240326, 3, 4, 8, -1, 1, 4, 8), "bad checkpoint header sizes"),
+        (header(20240326, 3, 4, 8, 1, 1, 4, 7), "Vp >= V"),
+        (header(20240326, 3, 4, 8, 1, 1, 4, 8) + bytes(12), "expected"),
+    ]
+    for i, (data, message) in enumerate(cases):
+        path = tmp_path / f"bad{i}.bin"
+        path.write_bytes(data)
+        p = run_c(run_bin, path, "-I", "1", check=False)
+        assert p.returncode == 1 and message in p.stderr and str(path) in p.stderr, (i, p.returncode, p.stderr)
+
+
+@pytest.mark.parametrize("flag, value", [("-t", "abc"), ("-t", "nan"), ("-t", "-1"), ("-t", "inf"), ("-t", "0.5x"),
+                                         ("-n", "abc"), ("-n", "-1"), ("-n", "1.5"), ("-n", "4294967296"),
+                                         ("-p", "0"), ("-p", "1.5"), ("-p", "nan"), ("-s", "-1"), ("-s", "x"),
+                                         ("-I", "4294967296"), ("-I", "1x"), ("-I", "-1"), ("-o", "json")])
+def test_run_c_flags_are_parsed_strictly(trained, run_bin, flag, value):
+    """#12: atoi/atof accepted "abc" as 0 and -I 4294967296 wrapped to 0; NaN temperature sampled garbage."""
+    args = [trained["ck"], "-z", trained["tok"], "-n", "2", "-I", "1"] + [flag, value]
+    p = run_c(run_bin, *args, check=False)
+    assert p.returncode == 1 and f"-{flag[1]}:" in p.stderr and value in p.stderr, p.stderr
+    assert p.stdout == ""
+
+
+def test_run_c_tokenizer_header_is_checked(trained, run_bin, tmp_path):
+    good = open(trained["tok"], "rb").read()
+    for i, (fields, message) in enumerate([((20240328, 2, 2**31 - 1, 0), "cannot fit"),
+                                           ((20240328, 2, 257, 900), "EOT id 900"),
+                                           ((20240328, 2, 257, -1), "EOT id -1")]):
+        path = tmp_path / f"tok{i}.bin"
+        path.write_bytes(np.array(fields + (0,) * 252, "<i4").tobytes() + good[1024:])
+        p = run_c(run_bin, trained["ck"], "-z", path, "-n", "1", check=False)
+        assert p.returncode == 1 and message in p.stderr, p.stderr
+    # fewer tokens than the model's vocabulary: refused before generating
+    short = tmp_path / "short.bin"
+    write_llmc_table(str(short), [bytes([i]) for i in range(200)], 0)
+    p = run_c(run_bin, trained["ck"], "-z", short, "-I", "1", "-n", "5", check=False)
+    assert p.returncode == 1 and "fewer tokens" in p.stderr and p.stdout == ""

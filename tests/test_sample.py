@@ -153,8 +153,12 @@ def test_llmc_tokenizer_and_stream_decoder(tmp_path):
         load_tokenizer(tmp_path / "nope.bin")
     bad = tmp_path / "bad.bin"
     bad.write_bytes((20240328).to_bytes(4, "little") + (2).to_bytes(4, "little")
-                    + (300).to_bytes(4, "little") + bytes(1012) + b"\x05ab")
+                    + (1).to_bytes(4, "little") + bytes(1012) + b"\x05ab")
     with pytest.raises(ValueError, match="runs past the end of the file"):
+        load_tokenizer(bad)
+    bad.write_bytes((20240328).to_bytes(4, "little") + (2).to_bytes(4, "little")
+                    + (300).to_bytes(4, "little") + bytes(1012) + b"\x05ab")
+    with pytest.raises(ValueError, match="300 tokens cannot fit"):  # checked before reading on
         load_tokenizer(bad)
 
 

@@ -8,11 +8,31 @@ As N independent tasks (a Slurm array, mpirun, or N shells), each doing 1/N of t
 """
 import os
 import sys
+from dataclasses import dataclass
 
+from .. import settings
 from .pipeline import STAGES, TASK_STAGES, default_config, format_table, run_pipeline
 from ..tokenizer import load_tokenizer
 from .filters import read_word_list
 from .readers import input_kind, list_inputs
+
+
+@dataclass
+class DataSettings:
+    language_threshold: float = 0.65  # keep a document only if its top language's probability is above this
+    shard_tokens: int = 100_000_000   # tokens per shard (1e8, as llm.c)
+    workers: int = None               # processes (default: all cores)
+    tasks: int = None                 # split the work into this many independent tasks (default: from SLURM_ARRAY_TASK_COUNT, OMPI_COMM_WORLD_SIZE or PMI_SIZE, else 1)
+    task: int = None                  # which task this is, from 0 (default: SLURM_ARRAY_TASK_ID minus SLURM_ARRAY_TASK_MIN, OMPI_COMM_WORLD_RANK or PMI_RANK, else 0)
+    wait: float = 3600.0              # seconds a task waits for the other tasks' outputs with --stage all
+
+    def __post_init__(self):
+        settings.check_range(self, "language_threshold", 0, 1)
+        settings.check_range(self, "shard_tokens", 2, 2**31 - 1)
+        settings.check_range(self, "workers", 1, 1024)
+        settings.check_range(self, "tasks", 1, 100_000)
+        settings.check_range(self, "task", 0, 99_999)
+        settings.check_range(self, "wait", 0, 7 * 24 * 3600)
 
 
 def add_arguments(p):
@@ -21,26 +41,17 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="output directory (a rerun skips the inputs already finished there)")
     p.add_argument("--languages", default="en",
                    help="comma-separated fastText codes to keep (default en), or 'all' for any language")
-    p.add_argument("--language-threshold", type=float, default=0.65,
-                   help="keep a document only if its top language's probability is above this (default 0.65)")
     p.add_argument("--skip", default="", help=f"comma-separated stages to skip, from: {','.join(STAGES)}")
     p.add_argument("--url-blocklist", help="file of blocked domains (subdomains included) and full URLs, one a line")
     p.add_argument("--banned-words", help="file of words; a URL containing any of them is dropped")
     p.add_argument("--soft-banned-words", help="file of words; a URL containing two or more is dropped")
     p.add_argument("--tokenizer", help="tokenize the survivors into llm.c shards: a GPT-2 style .tiktoken ranks "
                                        "file, or a file saved by minigpt's Tokenizer.save")
-    p.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard (default 1e8, as llm.c)")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: all cores)")
+    settings.add_arguments(p, DataSettings)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--tasks", type=int, help="split the work into this many independent tasks (default: from "
-                                             "SLURM_ARRAY_TASK_COUNT, OMPI_COMM_WORLD_SIZE or PMI_SIZE, else 1)")
-    p.add_argument("--task", type=int, help="which task this is, from 0 (default: SLURM_ARRAY_TASK_ID minus "
-                                            "SLURM_ARRAY_TASK_MIN, OMPI_COMM_WORLD_RANK or PMI_RANK, else 0)")
     p.add_argument("--stage", default="all", choices=("all",) + TASK_STAGES,
                    help="run one stage for this task (each needs every task's previous stage done); all: "
                         "every stage in order, waiting for the other tasks' outputs")
-    p.add_argument("--wait", type=float, default=3600,
-                   help="seconds a task waits for the other tasks' outputs with --stage all (default 3600)")
 
 
 # (count, index) variables of the launchers, first match wins
@@ -73,17 +84,18 @@ def missing_libraries(paths, cfg):
 
 
 def run(args):
+    s = settings.build(DataSettings, settings.from_args(args, DataSettings))
     try:
         skip = tuple(s for s in args.skip.split(",") if s)
         langs = None if args.languages.strip().lower() == "all" else [x.strip() for x in args.languages.split(",") if x.strip()]
-        cfg = default_config(languages=langs, language_threshold=args.language_threshold, skip=skip,
+        cfg = default_config(languages=langs, language_threshold=s.language_threshold, skip=skip,
                              blocklist=frozenset(read_word_list(args.url_blocklist)),
                              banned_words=frozenset(read_word_list(args.banned_words)),
                              soft_banned_words=frozenset(read_word_list(args.soft_banned_words)))
         paths = list_inputs(args.inputs)
         tasks, task = task_from_env()
-        tasks = args.tasks if args.tasks is not None else tasks
-        task = args.task if args.task is not None else task
+        tasks = s.tasks if s.tasks is not None else tasks
+        task = s.task if s.task is not None else task
         if tasks < 1 or not 0 <= task < tasks:
             raise ValueError(f"--task {task} must be in [0, --tasks {tasks}), and --tasks at least 1")
     except (ValueError, OSError) as e:
@@ -98,9 +110,13 @@ def run(args):
               f"install the data extra: pip install -e '.[data]'", file=sys.stderr)
         return 2
     tok = load_tokenizer(args.tokenizer) if args.tokenizer else None
-    summary = run_pipeline(paths, args.out, cfg, workers=args.workers, tokenizer=tok,
-                           shard_tokens=args.shard_tokens, progress=not args.no_progress,
-                           tasks=tasks, task=task, stage=args.stage, wait_seconds=args.wait)
+    if tok is not None and tok.n_vocab > 65536:  # refused now, not after filtering every input
+        print(f"minigpt data: {args.tokenizer}: {tok.n_vocab} ids do not fit uint16 token shards "
+              f"(at most 65536)", file=sys.stderr)
+        return 2
+    summary = run_pipeline(paths, args.out, cfg, workers=s.workers or os.cpu_count() or 1, tokenizer=tok,
+                           shard_tokens=s.shard_tokens, progress=not args.no_progress,
+                           tasks=tasks, task=task, stage=args.stage, wait_seconds=s.wait)
     if summary is None:  # another task writes the summary
         print(f"task {task} of {tasks}: stage {args.stage} done in {args.out}")
         return 0

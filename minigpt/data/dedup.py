@@ -32,6 +32,19 @@ def iter_jsonl(path):
             yield json.loads(line)
 
 
+def load_signatures(path):
+    """A part's MinHash signatures, checked: a damaged file is named with the way out."""
+    try:
+        sig = np.load(path, mmap_mode="r")  # allow_pickle stays False: a .npy is data, never code
+    except (OSError, ValueError, EOFError) as e:
+        raise ValueError(f"{path}: cannot read these MinHash signatures ({e}); delete its .done.json "
+                         f"beside it to redo that input") from None
+    if sig.ndim != 2 or sig.dtype != np.uint64 or sig.shape[1] != minhash.N_BUCKETS * minhash.HASHES_PER_BUCKET:
+        raise ValueError(f"{path}: expected a 2-D uint64 array of MinHash signatures, found {sig.dtype} "
+                         f"{sig.shape}; delete its .done.json beside it to redo that input")
+    return sig
+
+
 def dedup_dir(out_dir, keys):
     """Where the dedup stages of this set of inputs write: named by a hash of the inputs' keys, so a
     rerun over other inputs starts its dedup afresh instead of reusing stale clusters."""
@@ -51,8 +64,7 @@ def buckets_stage(file_stats, out_dir, cfg, tasks=1, task=0):
         if "minhash" in cfg["skip"]:
             pairs = np.zeros((0, 2), dtype=np.int64)
         else:
-            sigs = [np.load(os.path.join(out_dir, "parts", s["key"] + ".sig.npy"), mmap_mode="r")
-                     for s in file_stats]
+            sigs = [load_signatures(os.path.join(out_dir, "parts", s["key"] + ".sig.npy")) for s in file_stats]
             sigs = [a for a in sigs if len(a)]
             sigs = np.concatenate(sigs) if sigs else np.zeros((0, minhash.N_BUCKETS * width), np.uint64)
             pairs = minhash.bucket_pairs(sigs[:, b * width:(b + 1) * width], sigs[:, 0] != minhash.NO_SIGNATURE)

@@ -25,12 +25,13 @@ import glob
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections import Counter
 
 import numpy as np
 
-from ..fileio import AtomicWriter, write_json
+from ..fileio import AtomicWriter, new_dir_beside, replace_dir, write_json
 from . import filters, minhash, words
 from .dedup import buckets_stage, clusters_stage, dedup_dir, dedup_stats, filter_stage, iter_jsonl, jsonl
 from .readers import read_documents
@@ -167,6 +168,21 @@ def _worker(job):
     return process_file(path, out_dir, cfg)
 
 
+def read_marker(path):
+    """A finished input's statistics, or None if the marker is not what process_file writes."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            stats = json.load(f)
+    except (OSError, ValueError, RecursionError):
+        return None
+    need = {"documents_in": int, "kept": int, "key": str, "errors": dict, "stages": dict}
+    if not isinstance(stats, dict) or not all(isinstance(stats.get(k), t) for k, t in need.items()):
+        return None
+    if not all(isinstance(stats["stages"].get(s), dict) for s in STAGES):
+        return None
+    return stats
+
+
 def run_files(paths, out_dir, cfg, workers=1, progress=True):
     """Per-file stages over every input not finished by an earlier run. Returns the stats of all."""
     from tqdm import tqdm
@@ -174,11 +190,11 @@ def run_files(paths, out_dir, cfg, workers=1, progress=True):
     done, todo = {}, []
     for p in paths:
         marker = os.path.join(out_dir, "parts", file_key(p) + ".done.json")
-        if os.path.exists(marker):
-            with open(marker) as f:
-                done[p] = json.load(f)
+        stats = read_marker(marker) if os.path.exists(marker) else None
+        if stats is not None:
+            done[p] = stats
         else:
-            todo.append(p)
+            todo.append(p)  # not finished, or its marker is damaged: run it again
     bar = tqdm(total=len(paths), initial=len(done), unit="file", desc="filter", disable=not progress)
     jobs = [(p, out_dir, cfg) for p in todo]
     if workers <= 1 or len(jobs) <= 1:
@@ -328,7 +344,17 @@ def finish(file_stats, out_dir, tokenizer, shard_tokens):
     if tokenizer is not None:
         t0 = time.perf_counter()
         docs = (tokenizer.encode_ordinary(d["text"]) for path in doc_files for d in iter_jsonl(path))
-        summary["shards"] = write_shards(docs, tokenizer.eot, os.path.join(out_dir, "shards"), shard_tokens)
+        # the new shards replace the folder as a whole: a rerun with another --shard-tokens leaves
+        # no stale shard of the first run beside them (their tokens would be trained on twice)
+        shard_dir = os.path.join(out_dir, "shards")
+        tmp = new_dir_beside(shard_dir)
+        try:
+            names = [os.path.basename(p) for p in write_shards(docs, tokenizer.eot, tmp, shard_tokens)]
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        replace_dir(tmp, shard_dir)
+        summary["shards"] = [os.path.join(shard_dir, n) for n in names]
         summary["tokenize_seconds"] = round(time.perf_counter() - t0, 3)
     write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary

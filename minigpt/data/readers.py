@@ -10,6 +10,7 @@ import gzip
 import json
 import os
 import re
+import stat
 import zlib
 
 WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz")
@@ -29,29 +30,80 @@ def input_kind(path):
 
 
 def list_inputs(paths):
-    """Expand files and directories into a sorted list of readable input files."""
-    files = []
+    """Expand files and directories into a sorted list of input files, each file once: the same
+    file named twice (`DIR DIR/a.jsonl`, a symlink) would otherwise be read twice, and its second
+    copy dropped as a duplicate of the first. Entries of a directory that are not regular files
+    (FIFOs, sockets, broken links) are kept here and counted by read_documents, never opened."""
+    files, seen = [], set()
+
+    def add(f):
+        real = os.path.realpath(f)
+        if real not in seen:
+            seen.add(real)
+            files.append(f)
+
     for p in paths:
         if os.path.isdir(p):
             for root, dirs, names in os.walk(p):
                 dirs.sort()
-                files += [os.path.join(root, n) for n in sorted(names) if input_kind(n)]
+                for n in sorted(names):
+                    if input_kind(n):
+                        add(os.path.join(root, n))
         elif os.path.isfile(p):
             if input_kind(p) is None:
                 raise ValueError(f"{p}: expected a .warc[.gz], .jsonl[.gz], .parquet or .txt file "
                                  f"(or a directory of them), found suffix {os.path.splitext(p)[1]!r}")
-            files.append(p)
+            add(p)
+        elif os.path.lexists(p):
+            raise ValueError(f"{p}: not a regular file or directory (a FIFO, socket, device or broken link)")
         else:
             raise FileNotFoundError(f"{p}: no such file or directory")
     return files
 
 
 def read_documents(path, errors, text_key="text"):
+    """The documents of one input file. A path that is not a regular readable file, or a stream
+    that breaks, is counted in errors (not_a_regular_file, unreadable, broken_stream): never raised."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        errors["unreadable"] += 1  # a broken link, or the file went away
+        return iter(())
+    if not stat.S_ISREG(mode):
+        errors["not_a_regular_file"] += 1  # a FIFO would block the reader forever
+        return iter(())
     kind = input_kind(path)
     if kind == "jsonl":
-        return read_jsonl(path, errors, text_key)
+        return _guarded(read_jsonl(path, errors, text_key), errors)
     reader = {"warc": read_warc, "parquet": read_parquet, "text": read_text}[kind]
-    return reader(path, errors)
+    return _guarded(reader(path, errors), errors)
+
+
+def _guarded(docs, errors):
+    """A reader's documents until it fails to open or read its file: that ends the file, counted."""
+    try:
+        yield from docs
+    except PermissionError:
+        errors["unreadable"] += 1
+    except STREAM_ERRORS:
+        errors["broken_stream"] += 1
+
+
+def _clean(doc, errors):
+    """A document whose fields have the types later stages expect (text a str every writer can
+    encode, url a str, id a str), or None, counted as bad_field / bad_text."""
+    text, url = doc["text"], doc["url"]
+    if not isinstance(text, str) or not isinstance(url, str):
+        errors["bad_field"] += 1
+        return None
+    try:
+        text.encode("utf-8")
+        url.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a JSON escape: no UTF-8 writer can take it
+        errors["bad_text"] += 1
+        return None
+    doc["id"] = str(doc["id"]).encode("utf-8", "replace").decode("utf-8")
+    return doc
 
 
 # ------------------------------------------------------------------------------------------------
@@ -138,17 +190,19 @@ def read_jsonl(path, errors, text_key="text"):
             try:
                 obj = json.loads(line)
                 text = obj[text_key]
-                if not isinstance(text, str):
-                    raise TypeError
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, IndexError, RecursionError):
                 errors["bad_json"] += 1
                 continue
-            yield {"id": str(obj.get("id", f"{os.path.basename(path)}:{line_no}")),
-                   "url": obj.get("url") or "", "text": text}
+            doc = _clean({"id": obj.get("id", f"{os.path.basename(path)}:{line_no}"),
+                          "url": obj.get("url") or "", "text": text}, errors)
+            if doc is not None:
+                yield doc
 
 
 def read_parquet(path, errors):
     import pyarrow.parquet as pq
+
+    import pyarrow as pa
 
     try:
         pf = pq.ParquetFile(path)
@@ -156,8 +210,9 @@ def read_parquet(path, errors):
         errors["broken_stream"] += 1
         return
     names = set(pf.schema_arrow.names)
-    if "text" not in names:
-        raise ValueError(f"{path}: expected a 'text' column (FineWeb's schema), found {sorted(names)}")
+    if "text" not in names:  # not FineWeb's schema: the whole file is one counted error
+        errors["no_text_column"] += 1
+        return
     columns = ["text"] + [c for c in ("id", "url") if c in names]
     n = 0
     try:
@@ -168,9 +223,11 @@ def read_parquet(path, errors):
                 if text is None:
                     errors["bad_row"] += 1
                     continue
-                yield {"id": str(cols["id"][i]) if "id" in cols else f"{os.path.basename(path)}:{n}",
-                       "url": (cols["url"][i] or "") if "url" in cols else "", "text": text}
-    except OSError:
+                doc = _clean({"id": cols["id"][i] if "id" in cols else f"{os.path.basename(path)}:{n}",
+                              "url": (cols["url"][i] or "") if "url" in cols else "", "text": text}, errors)
+                if doc is not None:
+                    yield doc
+    except (OSError, pa.ArrowException, ValueError):
         errors["broken_stream"] += 1
 
 

@@ -64,6 +64,9 @@ def run(args):
     if rt.threads:
         set_threads(rt.threads)
     weights, tok, ckpt = open_model(args.model, args.tokenizer, half=True if s.half else None)
+    L = weights.config.n_layer
+    if s.attention and not -L <= s.layer < L:  # before generating, not after
+        raise ValueError(f"--layer {s.layer} is out of range: the model has {L} layers ({-L}..{L - 1})")
     eot = None if tok is None else tok.special_tokens.get("<|endoftext|>")
     if s.prompt_ids is not None:
         try:

@@ -38,8 +38,8 @@ class RuntimeSettings:
         if self.backend is not None and self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}, found {self.backend!r}")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
-                                         or self.threads < 1):
-            raise ValueError(f"threads must be an int >= 1, found {self.threads!r}")
+                                         or not 1 <= self.threads <= 4096):
+            raise ValueError(f"threads must be an int in [1, 4096], found {self.threads!r}")
 
 
 def _load(module_name):

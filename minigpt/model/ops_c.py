@@ -42,7 +42,9 @@ _F32 = np.dtype(np.float32)
 
 
 def _f(a, name, size, writable=False):
-    """float* into a float32 C-contiguous array of `size` elements (checked, never copied)."""
+    """float* into a float32 C-contiguous array of `size` elements (checked; an output is never
+    copied; an input that is not 4-byte aligned, a view at an odd byte offset, is copied: C reads
+    floats only from aligned addresses)."""
     if not isinstance(a, np.ndarray) or a.dtype != _F32:
         found = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
         raise TypeError(f"{name}: expected a float32 NumPy array, found {found}")
@@ -53,6 +55,11 @@ def _f(a, name, size, writable=False):
         raise ValueError(f"{name}: expected {size} elements from the sizes given, found shape {a.shape}")
     if writable and not a.flags.writeable:
         raise ValueError(f"{name}: the output array is read-only")
+    if not a.flags.aligned:
+        if writable:
+            raise ValueError(f"{name}: the output array is not 4-byte aligned (a view at an odd byte offset); "
+                             f"the C backend works in place and will not copy it")
+        a = a.copy()  # an aligned copy of an input; from_buffer keeps it alive
     return ffi.from_buffer("float[]", a)  # 10x cheaper than a.ctypes.data; no copy
 
 
@@ -85,7 +92,9 @@ def _sizes(**kw):
 
 def encoder_forward(out, inp, wte, wpe, B, T, C):
     _sizes(B=B, T=T, C=C)
-    ids, pi = _ids(inp, "inp", B * T, 0, wte.shape[0] if wte.ndim == 2 else wte.size // C)
+    if not isinstance(wte, np.ndarray) or wte.size % C:
+        raise ValueError(f"wte: expected (Vp, C={C}) elements, found {getattr(wte, 'shape', type(wte).__name__)}")
+    ids, pi = _ids(inp, "inp", B * T, 0, wte.size // C)  # C reads row id of C floats: the rows C implies
     if wpe.size < T * C:
         raise ValueError(f"wpe: expected at least T*C = {T * C} elements, found shape {wpe.shape}")
     lib.encoder_forward(_f(out, "out", B * T * C, True), pi, _f(wte, "wte", wte.size),
@@ -196,20 +205,24 @@ def adamw_update(params, grads, m, v, N, lr, beta1, beta2, eps, weight_decay, t)
 
 
 def _strided(x, name):
+    """An input matrix as (array, row stride, column stride) in floats; a view that is not 4-byte
+    aligned or whose strides are not whole floats is copied (the caller keeps the copy alive)."""
     if not isinstance(x, np.ndarray) or x.dtype != _F32 or x.ndim != 2:
         raise TypeError(f"{name}: expected a 2-D float32 array")
     s = x.strides
-    if s[0] % 4 or s[1] % 4 or s[0] < 0 or s[1] < 0:
-        raise ValueError(f"{name}: strides {s} are not non-negative multiples of 4 bytes")
-    return ffi.cast("float *", x.ctypes.data), s[0] // 4, s[1] // 4
+    if not x.flags.aligned or s[0] % 4 or s[1] % 4 or s[0] < 0 or s[1] < 0:
+        x = np.array(x, order="C")  # aligned, positive strides
+        s = x.strides
+    return x, s[0] // 4, s[1] // 4
 
 
 def _gemm(fn, out, a, b, accumulate):
+    a, rsa, csa = _strided(a, "a")
+    b, rsb, csb = _strided(b, "b")
     M, K = a.shape
-    if b.shape[0] != K or out.shape != (M, b.shape[1]):
-        raise ValueError(f"shapes do not chain: a {a.shape} @ b {b.shape} -> out {out.shape}")
-    pa, rsa, csa = _strided(a, "a")
-    pb, rsb, csb = _strided(b, "b")
+    if not isinstance(out, np.ndarray) or b.shape[0] != K or out.shape != (M, b.shape[1]):
+        raise ValueError(f"shapes do not chain: a {a.shape} @ b {b.shape} -> out {getattr(out, 'shape', None)}")
+    pa, pb = ffi.cast("float *", a.ctypes.data), ffi.cast("float *", b.ctypes.data)  # a, b stay alive here
     fn(M, out.shape[1], K, pa, rsa, csa, pb, rsb, csb, _f(out, "out", out.size, True), out.shape[1],
        1 if accumulate else 0)
 

@@ -1,7 +1,9 @@
 """The C decode kernels (csrc/decode.c through cffi), with the signatures of ops_decode.py.
 
-Each wrapper checks that arrays are C-contiguous and of the C kernel's dtype (a wrong one would be
-read as garbage), then passes pointers. backend.decode_kernels("c") returns this module.
+Each wrapper checks, before C touches memory, what ops_c._f checks elsewhere: every array
+C-contiguous, of the kernel's dtype and of the size the sizes given imply (outputs writable and
+4-byte aligned; a misaligned input is copied), and every stream and position index inside the
+cache. Then it passes pointers. backend.decode_kernels("c") returns this module.
 """
 
 import numpy as np
@@ -9,19 +11,60 @@ import numpy as np
 from .._decode import ffi, lib  # OMP_WAIT_POLICY is set in minigpt/__init__.py, before libgomp loads
 
 
-def _ptr(a, ctype, dtype, name):
+def _ptr(a, ctype, dtype, name, size=None, out=False):
     if not isinstance(a, np.ndarray) or a.dtype != dtype or not a.flags.c_contiguous:
         found = f"{a.dtype} contiguous={a.flags.c_contiguous}" if isinstance(a, np.ndarray) else type(a).__name__
         raise TypeError(f"{name}: expected a C-contiguous {np.dtype(dtype).name} array, found {found}")
+    if size is not None and a.size != size:
+        raise ValueError(f"{name}: expected {size} elements from the sizes given, found shape {a.shape}")
+    flags = a.flags
+    if not flags.aligned:
+        if out:
+            raise ValueError(f"{name}: the output array is not aligned (a view at an odd byte offset)")
+        a = a.copy()  # an aligned copy of an input; from_buffer keeps it alive for the call
+    if out and not flags.writeable:
+        raise ValueError(f"{name}: the output array is read-only")
     return ffi.from_buffer(ctype, a)
 
 
-def _f(a, name="array"):
-    return _ptr(a, "float[]", np.float32, name)
+def _f(a, name, size, out=False):
+    return _ptr(a, "float[]", np.float32, name, size, out)
 
 
-def _i(a, name="index array"):
-    return _ptr(a, "int[]", np.int32, name)
+def _i(a, name, size):
+    return _ptr(a, "int[]", np.int32, name, size)
+
+
+def _dims(*sizes):
+    # a non-int is refused by cffi itself (TypeError); a negative size would read backwards
+    if min(sizes) < 0:
+        raise ValueError(f"sizes must be >= 0, found {sizes}")
+
+
+_rows_ok = None  # the last (S, maxT, streams, positions) found inside the cache: every layer passes the same
+
+
+def _cache(kcache, vcache, streams, positions, N, C, NH, maxT, write):
+    """Check a layer's cache (S, NH, maxT, hs) and every row's (stream, position) inside it; returns
+    the C pointers of kcache, vcache, streams, positions."""
+    global _rows_ok
+    _dims(N, C, maxT)
+    if NH < 1 or C % NH:
+        raise ValueError(f"C ({C}) must be divisible by NH ({NH}) >= 1")
+    per_stream = NH * maxT * (C // NH)
+    S = kcache.size // per_stream if isinstance(kcache, np.ndarray) and per_stream else 0
+    pk, pv = _f(kcache, "kcache", S * per_stream, write), _f(vcache, "vcache", S * per_stream, write)
+    ps, pp = _i(streams, "streams", N), _i(positions, "positions", N)
+    key = (S, maxT, streams.tobytes(), positions.tobytes())  # by content: a changed array is checked again
+    if N and key != _rows_ok:
+        # as unsigned, a negative index is huge: one reduction per array checks both ends
+        if streams.view(np.uint32).max() >= S:
+            raise ValueError(f"streams must be in [0, {S}) (the cache's streams), found "
+                             f"[{streams.min()}, {streams.max()}]")
+        if positions.view(np.uint32).max() >= maxT:
+            raise ValueError(f"positions must be in [0, maxT={maxT}), found [{positions.min()}, {positions.max()}]")
+        _rows_ok = key
+    return pk, pv, ps, pp
 
 
 def set_threads(n):
@@ -34,37 +77,37 @@ def get_threads():
     return lib.decode_get_threads()
 
 
+def _bias(bias, OC):
+    return ffi.NULL if bias is None else _f(bias, "bias", OC)
+
+
 def matvec_forward(out, inp, w, bias, N, C, OC):
-    _check_sizes(out, inp, w, N, C, OC)
-    lib.matvec_forward(_f(out, "out"), _f(inp, "inp"), _f(w, "w"),
-                       ffi.NULL if bias is None else _f(bias, "bias"), N, C, OC)
+    _dims(N, C, OC)
+    lib.matvec_forward(_f(out, "out", N * OC, True), _f(inp, "inp", N * C), _f(w, "w", OC * C),
+                       _bias(bias, OC), N, C, OC)
 
 
 def matvec_forward_bf16(out, inp, w, bias, N, C, OC):
-    _check_sizes(out, inp, w, N, C, OC)
-    lib.matvec_forward_bf16(_f(out, "out"), _f(inp, "inp"), _ptr(w, "uint16_t[]", np.uint16, "w (bf16)"),
-                            ffi.NULL if bias is None else _f(bias, "bias"), N, C, OC)
-
-
-def _check_sizes(out, inp, w, N, C, OC):
-    if out.size != N * OC or inp.size != N * C or w.size != OC * C:
-        raise ValueError(f"matvec: expected out {N}x{OC}, inp {N}x{C}, w {OC}x{C}; found sizes "
-                         f"{out.size}, {inp.size}, {w.size}")
+    _dims(N, C, OC)
+    lib.matvec_forward_bf16(_f(out, "out", N * OC, True), _f(inp, "inp", N * C),
+                            _ptr(w, "uint16_t[]", np.uint16, "w (bf16)", OC * C), _bias(bias, OC), N, C, OC)
 
 
 def layernorm_cached(out, inp, w, b, N, C):
-    lib.layernorm_cached(_f(out, "out"), _f(inp, "inp"), _f(w, "w"), _f(b, "b"), N, C)
+    _dims(N, C)
+    lib.layernorm_cached(_f(out, "out", N * C, True), _f(inp, "inp", N * C), _f(w, "w", C), _f(b, "b", C), N, C)
 
 
 def kv_write(kcache, vcache, qkv, streams, positions, N, C, NH, maxT):
-    lib.kv_write(_f(kcache, "kcache"), _f(vcache, "vcache"), _f(qkv, "qkv"), _i(streams, "streams"),
-                 _i(positions, "positions"), N, C, NH, maxT)
+    pk, pv, ps, pp = _cache(kcache, vcache, streams, positions, N, C, NH, maxT, True)
+    lib.kv_write(pk, pv, _f(qkv, "qkv", N * 3 * C), ps, pp, N, C, NH, maxT)
 
 
 def attention_cached(out, qkv, kcache, vcache, streams, positions, N, C, NH, maxT):
-    lib.attention_cached(_f(out, "out"), _f(qkv, "qkv"), _f(kcache, "kcache"), _f(vcache, "vcache"),
-                         _i(streams, "streams"), _i(positions, "positions"), N, C, NH, maxT)
+    pk, pv, ps, pp = _cache(kcache, vcache, streams, positions, N, C, NH, maxT, False)
+    lib.attention_cached(_f(out, "out", N * C, True), _f(qkv, "qkv", N * 3 * C), pk, pv, ps, pp, N, C, NH, maxT)
 
 
 def gelu_forward(out, inp, N):
-    lib.gelu_forward(_f(out, "out"), _f(inp, "inp"), N)
+    _dims(N)
+    lib.gelu_forward(_f(out, "out", N, True), _f(inp, "inp", N), N)

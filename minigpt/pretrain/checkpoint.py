@@ -15,12 +15,13 @@ import glob
 import json
 import os
 import re
+import shutil
 import zlib
 
 import numpy as np
 
-from ..fileio import (CHECKPOINT_NAME, HEADER_BYTES, FileFormatError, atomic_write, check_length, make_header,
-                      read_header)
+from ..fileio import (CHECKPOINT_NAME, HEADER_BYTES, TOKENIZER_FILE, FileFormatError, atomic_write, check_length,
+                      make_header, read_header)
 from ..model.ops_cuda import DeviceArray
 
 STATE_MAGIC, STATE_VERSION = 20251122, 1
@@ -87,6 +88,97 @@ def save(run_dir, step, model, info, keep=None, moments=None):
     return model_path, state_path
 
 
+def set_aside_later(run_dir, step):
+    """Resuming at `step` while later checkpoints exist starts a new timeline: move the later ones
+    (and the log) into RUN/abandoned-after-STEP[-n]/, so that --keep prunes only this timeline and a
+    bare --resume continues it, and nothing of the old one is lost. Returns that folder or None."""
+    later = [s for s in list_steps(run_dir) if s > step]
+    if not later:
+        return None
+    base = os.path.join(run_dir, f"abandoned-after-{step:06d}")
+    folder, n = base, 1
+    while os.path.exists(folder):
+        n += 1
+        folder = f"{base}-{n}"
+    os.makedirs(folder)
+    for s in later:
+        for p in paths(run_dir, s):
+            if os.path.exists(p):
+                os.rename(p, os.path.join(folder, os.path.basename(p)))
+    log = os.path.join(run_dir, "log.jsonl")
+    if os.path.exists(log):
+        with open(log, "rb") as f:
+            atomic_write(os.path.join(folder, "log.jsonl"), lambda out: out.write(f.read()))
+    return folder
+
+
+def older_valid(state_path):
+    """A sentence naming the newest checkpoint older than state_path that loads, for a message."""
+    run_dir = os.path.dirname(state_path) or "."
+    step = int(NAME.search(state_path).group(1))
+    for s in reversed([s for s in list_steps(run_dir) if s < step]):
+        candidate = paths(run_dir, s)[1]
+        try:
+            load_state(candidate)
+        except (FileFormatError, OSError, ValueError, KeyError):
+            continue
+        return f"the newest valid checkpoint is {candidate}: resume from it with --resume {candidate}"
+    return "no older checkpoint in that directory is valid either"
+
+
+# --------------------------------------------------------------------------------------------------
+# the run directory's timeline: its log, and a branch of it into another directory
+
+
+def read_log(path):
+    """(record, raw line) of each record of log.jsonl; a line cut short by a kill is skipped."""
+    records = []
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            for ln in f:
+                try:
+                    rec = json.loads(ln.decode("utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                    continue
+                if isinstance(rec, dict) and isinstance(rec.get("step", 0), (int, float)):
+                    records.append((rec, ln))
+    return records
+
+
+def log_until(path, step, keep_val=False):
+    """The raw lines of the records before `step` (and, keep_val, the validation record at it)."""
+    return [ln for rec, ln in read_log(path) if rec.get("step", 0) < step
+            or (keep_val and rec.get("step") == step and "val_loss" in rec)]
+
+
+def copy_file(src, dst):
+    with open(src, "rb") as f:
+        atomic_write(dst, lambda out: shutil.copyfileobj(f, out))
+
+
+def branch(resume, out, log=print):
+    """Start run directory `out` from a checkpoint of another run: copy the checkpoint, its tokenizer,
+    settings and the log up to its step into `out`, which must hold no checkpoints; the source run
+    is left as it was. Returns the resume tuple (state path, info, m, v) pointing into `out`."""
+    state_path, info, m, v = resume
+    src = os.path.dirname(state_path)
+    if os.path.isdir(out) and list_steps(out):
+        raise FileExistsError(f"--out {out} already holds checkpoints: to branch from {state_path}, give a new "
+                              f"--out (or resume {out} itself with --resume {out})")
+    os.makedirs(out, exist_ok=True)
+    model_dst, state_dst = paths(out, info["step"])
+    copy_file(os.path.join(src, info["model_file"]), model_dst)
+    copy_file(state_path, state_dst)
+    for name in (TOKENIZER_FILE, "tokenizer.vocab", "tokenizer.bin", "settings.json"):
+        if os.path.isfile(os.path.join(src, name)):
+            copy_file(os.path.join(src, name), os.path.join(out, name))
+    if os.path.exists(os.path.join(src, "log.jsonl")):
+        lines = log_until(os.path.join(src, "log.jsonl"), info["step"], keep_val=True)
+        atomic_write(os.path.join(out, "log.jsonl"), lambda f: f.write(b"".join(lines)))
+    log(f"branching {state_path} into {out} (the source run is left as it was)")
+    return (state_dst, dict(info, model_file=os.path.basename(model_dst)), m, v)
+
+
 def list_steps(run_dir):
     """Steps that have a state file in run_dir, oldest first."""
     steps = [int(NAME.search(p).group(1)) for p in glob.glob(os.path.join(run_dir, "ckpt_*.state"))]
@@ -108,7 +200,16 @@ def load_state(state_path):
     if crc != expected:
         raise FileFormatError(f"{state_path}: corrupted training state: CRC-32 of the body is {crc:#010x}, "
                               f"the header says {expected:#010x}")
-    info = json.loads(raw[:njson].decode("utf-8"))
+    try:
+        info = json.loads(raw[:njson].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise FileFormatError(f"{state_path}: bad training state: its JSON part does not parse ({e})") from None
+    ok = (isinstance(info, dict) and isinstance(info.get("model_file"), str)
+          and os.path.basename(info["model_file"]) == info["model_file"] != ""
+          and isinstance(info.get("model_crc32"), int) and isinstance(info.get("step"), int) and info["step"] >= 0)
+    if not ok:
+        raise FileFormatError(f"{state_path}: bad training state: expected a JSON object with step, model_file "
+                              f"(a file name beside it) and model_crc32")
     m = np.frombuffer(raw, dtype="<f4", count=n, offset=njson).astype(np.float32)
     v = np.frombuffer(raw, dtype="<f4", count=n, offset=njson + 4 * n).astype(np.float32)
     model_path = os.path.join(os.path.dirname(state_path), info["model_file"])

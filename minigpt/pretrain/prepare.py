@@ -8,18 +8,43 @@
 
 meta.json records the vocabulary size, the <|endoftext|> id and the shard names; the trainer reads it.
 """
+import fnmatch
 import json
 import os
+import shutil
 import time
 from collections import Counter
+from dataclasses import dataclass
 
 import numpy as np
 
+from .. import settings
 from ..data.readers import input_kind, list_inputs, read_documents
 from ..data.shards import write_shards
-from ..fileio import TOKENIZER_FILE, write_json
+from ..fileio import TOKENIZER_FILE, new_dir_beside, replace_dir, write_json
 from ..tokenizer import Tokenizer
 from .corpus import builtin_documents
+
+
+@dataclass
+class PrepareSettings:
+    out: str = None              # output directory (default: runs/data/<name of the first input>)
+    vocab_size: int = 4096       # tokenizer vocabulary, 256 = bytes; shards store uint16 ids, so at most 65536
+    pattern: str = "gpt4"        # pre-split regex: gpt2 | gpt4
+    val_fraction: float = 0.1    # share of tokens held out for validation
+    shard_tokens: int = 100_000_000  # tokens per shard (1e8, as llm.c)
+    text_key: str = "text"       # JSONL field holding the text
+    seed: int = 0                # document shuffle seed
+
+    CHOICES = {"pattern": ("gpt2", "gpt4")}
+
+    def __post_init__(self):
+        settings.check_choice(self, "pattern")
+        # the whole vocabulary, <|endoftext|> included, must fit uint16 shards: refused before training
+        settings.check_range(self, "vocab_size", 256, 65535)
+        settings.check_range(self, "val_fraction", 0, 1, lo_open=True, hi_open=True)
+        settings.check_range(self, "shard_tokens", 2, 2**31 - 1)
+        settings.check_range(self, "seed", 0, 2**63 - 1)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -54,17 +79,45 @@ def train_tokenizer(docs, vocab_size, pattern="gpt4"):
     return Tokenizer.train(docs, vocab_size=vocab_size, pattern=pattern)
 
 
-def save_tokenizer(tok, out_dir):
-    """Write the tokenizer beside the shards, and llm.c's decode table (for run.c and llm.c);
-    returns its file name for meta.json."""
+def save_tokenizer(tok, out_dir, log=print):
+    """Write the tokenizer beside the shards, and llm.c's decode table (for run.c and llm.c) when
+    the vocabulary fits it; returns its file name for meta.json."""
     tok.save(os.path.join(out_dir, TOKENIZER_FILE))
-    tok.save_llmc(os.path.join(out_dir, "tokenizer.bin"))
+    try:
+        tok.save_llmc(os.path.join(out_dir, "tokenizer.bin"))
+    except ValueError as e:  # a token longer than llm.c's 255 bytes: the shards are still good
+        log(f"no tokenizer.bin for run.c / llm.c: {e}")
     return TOKENIZER_FILE
 
 
+# what a previous `minigpt prepare` leaves in its folder: only these may be replaced
+OUTPUTS = ("meta.json", TOKENIZER_FILE, "tokenizer.vocab", "tokenizer.bin", "data_*.bin", "*.tmp")
+
+
+def check_out_dir(out_dir):
+    """A new folder, or one that holds only an earlier prepare's outputs (it is replaced whole)."""
+    if not os.path.lexists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise FileExistsError(f"--out {out_dir}: exists and is not a directory")
+    other = sorted(n for n in os.listdir(out_dir) if not any(fnmatch.fnmatch(n, p) for p in OUTPUTS))
+    if other:
+        raise FileExistsError(f"--out {out_dir}: holds files that `minigpt prepare` did not write "
+                              f"({', '.join(other[:3])}{', ...' if len(other) > 3 else ''}); it replaces its "
+                              f"output folder as a whole, so give a new or empty --out")
+
+
 def load_tokenizer(data_dir, meta=None):
+    """The data's tokenizer, checked against meta.json: a vocabulary that disagrees would size the
+    model wrongly or decode the shards into the wrong text."""
     meta = meta or read_meta(data_dir)
-    return Tokenizer.load(os.path.join(data_dir, meta["tokenizer"]))
+    path = os.path.join(data_dir, meta["tokenizer"])
+    tok = Tokenizer.load(path)
+    if tok.n_vocab != meta["vocab_size"] or tok.special_tokens.get("<|endoftext|>") != meta["eot"]:
+        raise ValueError(f"{path}: the tokenizer has {tok.n_vocab} ids and <|endoftext|> = "
+                         f"{tok.special_tokens.get('<|endoftext|>')}, but {os.path.join(data_dir, 'meta.json')} "
+                         f"says vocab_size {meta['vocab_size']} and eot {meta['eot']}: they do not belong together")
+    return tok
 
 
 # --------------------------------------------------------------------------------------------------
@@ -72,14 +125,35 @@ def load_tokenizer(data_dir, meta=None):
 
 
 def read_meta(data_dir):
+    """meta.json, every field checked: it sizes the model, so a wrong type or value is an error
+    that names the file, never a model built from it."""
     path = os.path.join(data_dir, "meta.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{data_dir}: no meta.json here; make one with `minigpt prepare`")
-    with open(path) as f:
-        meta = json.load(f)
+    try:
+        with open(path, "rb") as f:
+            meta = json.loads(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        raise ValueError(f"{path}: not a JSON meta file written by `minigpt prepare` ({e})") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: expected a JSON object, found {type(meta).__name__}")
     for key in ("vocab_size", "eot", "tokenizer", "train", "val"):
         if key not in meta:
             raise ValueError(f"{path}: missing key {key!r} (found {sorted(meta)})")
+
+    def is_int(x):
+        return isinstance(x, int) and not isinstance(x, bool)
+    V, eot = meta["vocab_size"], meta["eot"]
+    if not is_int(V) or not 1 <= V <= 65536:
+        raise ValueError(f"{path}: vocab_size must be an integer in [1, 65536] (uint16 shards), found {V!r}")
+    if not is_int(eot) or not 0 <= eot < V:
+        raise ValueError(f"{path}: eot must be an integer in [0, vocab_size={V}), found {eot!r}")
+    if not isinstance(meta["tokenizer"], str) or not meta["tokenizer"]:
+        raise ValueError(f"{path}: tokenizer must be a file name, found {meta['tokenizer']!r}")
+    for key in ("train", "val"):
+        names = meta[key]
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+            raise ValueError(f"{path}: {key} must be a non-empty list of shard file names, found {names!r:.80}")
     return meta
 
 
@@ -93,7 +167,20 @@ def prepare(docs, out_dir, vocab_size=4096, pattern="gpt4", val_fraction=0.1, sh
         raise ValueError("no documents to prepare (every input was empty)")
     order = np.random.default_rng(seed).permutation(len(docs))  # mix sources before the split
     docs = [docs[i] for i in order]
-    os.makedirs(out_dir, exist_ok=True)
+    check_out_dir(out_dir)
+    # everything goes to a temp folder that replaces out_dir at the end: a run that fails half-way
+    # leaves the old tokenizer, meta.json and shards together, never a new tokenizer beside old shards
+    tmp = new_dir_beside(out_dir)
+    try:
+        meta = _prepare_into(tmp, docs, vocab_size, pattern, val_fraction, shard_tokens, seed, log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, out_dir)
+    return meta
+
+
+def _prepare_into(out_dir, docs, vocab_size, pattern, val_fraction, shard_tokens, seed, log):
     t0 = time.time()
     tok = train_tokenizer(docs, vocab_size, pattern)
     log(f"tokenizer: {tok.n_vocab} ids ({time.time() - t0:.1f}s)")
@@ -108,7 +195,7 @@ def prepare(docs, out_dir, vocab_size=4096, pattern="gpt4", val_fraction=0.1, sh
         f"({time.time() - t0:.1f}s)")
     names = [os.path.basename(p) for p in paths]
     meta = {
-        "vocab_size": int(tok.n_vocab), "eot": int(tok.eot), "tokenizer": save_tokenizer(tok, out_dir),
+        "vocab_size": int(tok.n_vocab), "eot": int(tok.eot), "tokenizer": save_tokenizer(tok, out_dir, log),
         "documents": len(docs), "tokens": int(n_tokens), "seed": seed,
         "train": [n for n in names if "_train_" in n], "val": [n for n in names if "_val_" in n],
     }
@@ -123,24 +210,20 @@ def prepare(docs, out_dir, vocab_size=4096, pattern="gpt4", val_fraction=0.1, sh
 def add_arguments(p):
     p.add_argument("inputs", nargs="*", help="text files, directories, JSONL files (default: the built-in "
                    "corpus: pydoc topics + stdlib docstrings)")
-    p.add_argument("--out", default=None, help="output directory (default: runs/data/<name of the first input>)")
-    p.add_argument("--vocab-size", type=int, default=4096, help="tokenizer vocabulary, 256 = bytes (default 4096)")
-    p.add_argument("--pattern", default="gpt4", choices=["gpt2", "gpt4"], help="pre-split regex (default gpt4)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="share of tokens held out (default 0.1)")
-    p.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard (default 1e8)")
-    p.add_argument("--text-key", default="text", help="JSONL field holding the text (default 'text')")
-    p.add_argument("--seed", type=int, default=0, help="document shuffle seed")
+    settings.add_arguments(p, PrepareSettings)
 
 
 def run(args):
+    s = settings.build(PrepareSettings, settings.from_args(args, PrepareSettings))  # checked before any work
     if args.inputs:
-        docs = read_texts(args.inputs, args.text_key)
         name = os.path.splitext(os.path.basename(os.path.normpath(args.inputs[0])))[0]
     else:
-        docs, name = builtin_documents(), "builtin"
-    out = args.out or os.path.join("runs", "data", name)
-    meta = prepare(docs, out, vocab_size=args.vocab_size, pattern=args.pattern, val_fraction=args.val_fraction,
-                   shard_tokens=args.shard_tokens, seed=args.seed)
+        name = "builtin"
+    out = s.out or os.path.join("runs", "data", name)
+    check_out_dir(out)
+    docs = read_texts(args.inputs, s.text_key) if args.inputs else builtin_documents()
+    meta = prepare(docs, out, vocab_size=s.vocab_size, pattern=s.pattern, val_fraction=s.val_fraction,
+                   shard_tokens=s.shard_tokens, seed=s.seed)
     print(f"wrote {out}: {len(meta['train'])} train + {len(meta['val'])} val shards, "
           f"{meta['tokens']:,} tokens, vocabulary {meta['vocab_size']}")
     return 0

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from .. import settings
 from ..config import PRESETS, GPTConfig
-from ..fileio import TOKENIZER_FILE, atomic_write, write_json
+from ..fileio import TOKENIZER_FILE, FileFormatError, atomic_write, write_json
 from ..inference.generate import generate
 from ..inference.sampling import SamplingSettings
 from ..model import GPT
@@ -225,27 +225,25 @@ def sample_text(model, tok, gen, seed, n=1):
 
 
 def append_log(path, record):
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:  # a full disk says "No space left on device" without the file
+        raise OSError(e.errno, e.strerror, path) from None
 
 
-def truncate_log(path, step):
-    """Keep only the records before `step`: a resumed run writes the rest again."""
-    if not os.path.exists(path):
-        return
-    lines = []
-    with open(path) as f:
-        for ln in f:
-            try:
-                if json.loads(ln).get("step", 0) < step:
-                    lines.append(ln)
-            except json.JSONDecodeError:  # a line cut short by a kill: it is rewritten anyway
-                pass
-    atomic_write(path, lambda f: f.write("".join(lines).encode()))
+def truncate_log(path, step, keep_val=False):
+    """Keep only the records before `step`: a resumed run writes the rest again. keep_val: keep the
+    validation record at `step` too (it measured the very weights the run resumes from)."""
+    if os.path.exists(path):
+        lines = checkpoint.log_until(path, step, keep_val)
+        atomic_write(path, lambda f: f.write(b"".join(lines)))
 
 
-# --------------------------------------------------------------------------------------------------
-# the loop
+def val_loss_at(path, step):
+    """The val loss logged at `step`, or None."""
+    found = [rec["val_loss"] for rec, _ in checkpoint.read_log(path) if rec.get("step") == step and "val_loss" in rec]
+    return found[-1] if found else None
 
 
 class Diverged(RuntimeError):
@@ -271,8 +269,8 @@ def train(model, s, train_loader, val_loader, run_dir, saved_settings, start_ste
     log_path = os.path.join(run_dir, "log.jsonl")
     last_good = checkpoint.list_steps(run_dir)
     last_good = checkpoint.paths(run_dir, last_good[-1])[0] if last_good else None
-    val_loss = None
-    final_eval = steps > start_step or not os.path.exists(log_path)  # decided before rank 0 writes the log
+    val_loss = val_loss_at(log_path, start_step) if start_step else None  # kept by a resume
+    final_eval = steps > start_step or val_loss is None  # decided before rank 0 writes the log
 
     def validate(step):
         nonlocal val_loss
@@ -303,7 +301,7 @@ def train(model, s, train_loader, val_loader, run_dir, saved_settings, start_ste
 
     bar = tqdm(total=steps, initial=start_step, unit="step", dynamic_ncols=True, disable=None if world.main else True)
     for step in range(start_step, steps):
-        if step % s.eval_every == 0:
+        if step % s.eval_every == 0 and not (step == start_step and val_loss is not None):
             validate(step)
         if show_sample is not None and step > 0 and step % sample_every == 0:
             bar.write(f"samples at step {step}:\n{show_sample(step)}")
@@ -366,12 +364,22 @@ def settings_from(args, classes=CLASSES):
     if args.resume:
         where = args.resume if args.resume != "auto" else (args.out or newest_run())
         state_path = checkpoint.resolve(where)
-        info, m, v = checkpoint.load_state(state_path)
-        layers.append(info["settings"])
+        try:
+            info, m, v = checkpoint.load_state(state_path)
+        except FileFormatError as e:
+            if os.path.isdir(where):  # the newest is damaged: say which older one is whole
+                raise FileFormatError(f"{e}; {checkpoint.older_valid(state_path)}") from None
+            raise
+        if not isinstance(info.get("settings"), dict):
+            raise FileFormatError(f"{state_path}: its settings are not a JSON object")
+        layers.append({k: v_ for k, v_ in info["settings"].items() if k != "out"})
         resume = (state_path, info, m, v)
     layers.append(settings.from_args(args, *classes))
     objs = [settings.build(cls, *layers) for cls in classes]
     if resume:
+        run_dir = os.path.dirname(resume[0])
+        if objs[0].out and os.path.realpath(objs[0].out) != os.path.realpath(run_dir):
+            resume = checkpoint.branch(resume, objs[0].out)  # --resume A/ckpt --out B: B continues A's timeline
         objs[0].out = os.path.dirname(resume[0])
     return objs, resume
 
@@ -399,8 +407,16 @@ def start_run(s, cfg, rt, resume, tok, log=print, world=None):
     run_dir = dist.allgather_json(world, s.out or os.path.join("runs", time.strftime("%Y%m%d-%H%M%S")))[0]
     checkpoint.open_run(run_dir, resume=bool(resume))  # a fresh run never writes over another
     s.out = run_dir
+    stale = glob.glob(os.path.join(glob.escape(run_dir), "*.tmp")) if world.main else []
+    for path in stale:  # left by a run killed mid-write (rank 0 alone touches the files)
+        os.unlink(path)
+        log(f"removed {path}, a temp file left by a run that was stopped while writing it")
     if resume:
         state_path, info, m, v = resume
+        later = checkpoint.set_aside_later(run_dir, info["step"]) if world.main else None
+        if later:
+            log(f"resuming from step {info['step']}, before the newest checkpoint: the later checkpoints "
+                f"of the abandoned timeline (and its log) are kept in {later}, out of this run's way")
         model = GPT.load(os.path.join(run_dir, info["model_file"]), backend=rt.backend, threads=rt.threads)
         if model.config != cfg:
             raise ValueError(f"{state_path}: its model {model.config} differs from the settings' {cfg}")
@@ -413,11 +429,14 @@ def start_run(s, cfg, rt, resume, tok, log=print, world=None):
             checkpoint.set_moments(model, m, v)  # (CudaGPT: onto the device)
         else:  # the saved moments are whole: ZeRO-1 takes this rank's slice, so any rank count can resume
             dist.set_moments(model, world, s.zero, m, v)
-        rngs = info.get("dropout_rngs", [info["dropout_rng"]])
-        model.dropout_rng.bit_generator.state = rngs[world.rank] if saved_world == world.size else rngs[0]
+        try:
+            rngs = info.get("dropout_rngs", [info["dropout_rng"]])
+            model.dropout_rng.bit_generator.state = rngs[world.rank] if saved_world == world.size else rngs[0]
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise FileFormatError(f"{state_path}: bad training state: no valid dropout_rng state") from None
         start = info["step"]
         if world.main:
-            truncate_log(os.path.join(run_dir, "log.jsonl"), start)
+            truncate_log(os.path.join(run_dir, "log.jsonl"), start, keep_val=True)
         log(f"resuming {run_dir} at step {start} from {state_path}"
             + (f" (written on {saved_world} rank(s), now {world.size})" if saved_world != world.size else ""))
     else:
@@ -461,7 +480,10 @@ def run_training(args, world=None):
     train_loader = DataLoader(train_paths, s.batch_size, s.seq_len, seed=s.seed, sampling=s.sampling, rows=rows)
     val_loader = DataLoader(val_paths, s.batch_size, s.seq_len, seed=None, rows=rows)
     if resume:
-        train_loader.load_state(resume[1]["loader"])
+        try:
+            train_loader.load_state(resume[1]["loader"])
+        except (KeyError, TypeError, IndexError):
+            raise FileFormatError(f"{resume[0]}: bad training state: no valid data loader position") from None
     say(f"model: {s.model} L={cfg.n_layer} H={cfg.n_head} C={cfg.n_embd} T={s.seq_len} "
         f"V={cfg.vocab_size}, {model.num_parameters:,} parameters, backend {model.backend.name}; "
         f"{len(train_paths)} train shards ({train_loader.num_windows() * s.seq_len:,} tokens); "

@@ -19,11 +19,19 @@ from collections import Counter
 from .pretokenize import split
 
 
+MAX_CHUNK = 255  # bytes: a longer chunk is counted as pieces (csrc/bpe_train.c: BPE_MAX_CHUNK)
+
+
 def count_chunks(docs, pattern):
-    """{chunk bytes: count} over an iterable of str documents."""
+    """{chunk bytes: count} over an iterable of str documents. A chunk longer than MAX_CHUNK bytes
+    counts as pieces of at most that length: training rewrites every word holding a merged pair,
+    so one huge word made it quadratic in that word's length; and no token then exceeds 255 bytes,
+    the most llm.c's tokenizer .bin stores."""
     counts = Counter()
     for doc in docs:
-        counts.update(chunk.encode("utf-8") for chunk in split(doc, pattern))
+        for chunk in split(doc, pattern):
+            b = chunk.encode("utf-8")
+            counts.update(b[i:i + MAX_CHUNK] for i in range(0, len(b), MAX_CHUNK))
     return counts
 
 

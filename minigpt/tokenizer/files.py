@@ -100,13 +100,21 @@ def save(tok, path):
 def load(path):
     """Read our model file: {"vocab", "pattern", "special_tokens", "merges"} for Tokenizer(...)."""
     with open(path, "rb") as f:
-        lines = f.read().decode("utf-8").split("\n")
+        raw = f.read()
+    if not raw.startswith(MAGIC.encode() + b"\n"):
+        raise ValueError(f"{path}: not a minigpt tokenizer file (first line {MAGIC!r}), nor llm.c's .bin "
+                         f"(magic {LLMC_MAGIC}), nor a .tiktoken rank file; it starts {raw[:20]!r}")
+    try:
+        lines = raw.decode("utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 tokenizer file (byte {e.start} is not UTF-8)") from None
     pos = 0
 
     def take(key):
         nonlocal pos
-        if pos >= len(lines):
-            raise ValueError(f"{path}: file ends early, expected a line '{key} ...' at line {pos + 1}")
+        if pos >= len(lines) or (pos == len(lines) - 1 and lines[pos] == ""):
+            what = f"a line '{key} ...'" if key else "another line"
+            raise ValueError(f"{path}: truncated tokenizer file: it ends early, at line {pos + 1}, where {what} was expected")
         line = lines[pos]
         pos += 1
         if key is None:
@@ -228,11 +236,17 @@ def read_llmc(path, full=False):
         raise ValueError(f"{path}: magic {magic}, expected {LLMC_MAGIC} (llm.c tokenizer)")
     if version not in (LLMC_VERSION, LLMC_VERSION_BPE):
         raise ValueError(f"{path}: version {version}, expected {LLMC_VERSION} or {LLMC_VERSION_BPE}")
+    if not 0 < n <= (len(data) - 1024) // 2:  # each token takes a length byte and at least one byte
+        raise ValueError(f"{path}: bad llm.c tokenizer header: {n} tokens cannot fit in {len(data)} bytes")
+    if not 0 <= eot < n:
+        raise ValueError(f"{path}: bad llm.c tokenizer header: the EOT id {eot} is outside [0, {n})")
     pos, toks = 1024, []
     for i in range(n):
         if pos >= len(data):
             raise ValueError(f"{path}: ends after {i} of {n} tokens")
         k = data[pos]
+        if k == 0:
+            raise ValueError(f"{path}: token {i} has length 0; llm.c's format stores lengths 1..255")
         if pos + 1 + k > len(data):
             raise ValueError(f"{path}: token {i} runs past the end of the file")
         toks.append(data[pos + 1:pos + 1 + k])

@@ -26,6 +26,10 @@ def _utf8(text):
         return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").encode("utf-8")
 
 
+MAX_TOKEN_BYTES = 1024    # longest token a tokenizer file may hold (loading is quadratic in it)
+MAX_SPECIAL_GAP = 65536   # special-token ids lie within this of the vocabulary (every id gets a decode slot)
+
+
 class Tokenizer:
     def __init__(self, vocab, pattern="gpt4", special_tokens=None, merges=None, backend=None):
         self.pattern = check_pattern(pattern)
@@ -39,6 +43,10 @@ class Tokenizer:
         if backend == "c" and not fast.available():
             raise RuntimeError("the C extension minigpt._bpe is not built: run `pip install -e .`")
         self.backend = backend
+        long = next((i for i, t in enumerate(self.vocab) if len(t) > MAX_TOKEN_BYTES), None)
+        if long is not None:  # the C tables take time quadratic in a token's length
+            raise ValueError(f"token {long} is {len(self.vocab[long])} bytes; tokens may have at most "
+                             f"{MAX_TOKEN_BYTES} (GPT-2's longest has 128)")
         self._ranks = {tok: i for i, tok in enumerate(self.vocab)}
         if len(self._ranks) != len(self.vocab):
             raise ValueError("two token ids have the same bytes; a BPE vocabulary needs distinct tokens")
@@ -90,14 +98,21 @@ class Tokenizer:
         vocab = files.read_tiktoken(path)
         if special_tokens is None:
             special_tokens = {EOT: len(vocab)}
-        return cls(vocab, pattern, special_tokens, backend=backend)
+        try:
+            return cls(vocab, pattern, special_tokens, backend=backend)
+        except ValueError as e:  # ranks that parse but do not make a tokenizer: name the file
+            raise ValueError(f"{path}: {e}") from None
 
     def save(self, path):
         files.save(self, path)
 
     @classmethod
     def load(cls, path, backend=None):
-        return cls(**files.load(path), backend=backend)
+        fields = files.load(path)
+        try:
+            return cls(**fields, backend=backend)
+        except ValueError as e:  # a file that parses but does not make a tokenizer: name the file
+            raise ValueError(f"{path}: {e}") from None
 
     def save_tiktoken(self, path):
         files.write_tiktoken(self.vocab, path)
@@ -109,8 +124,10 @@ class Tokenizer:
     def _add_special(self, name, i):
         if not isinstance(name, str) or not name:
             raise ValueError(f"a special token must be a non-empty str, got {name!r}")
-        if not isinstance(i, int) or i < len(self.vocab):
-            raise ValueError(f"special token {name!r} needs an id after the {len(self.vocab)} vocabulary ids, got {i!r}")
+        if not isinstance(i, int) or isinstance(i, bool) or not len(self.vocab) <= i <= len(self.vocab) + MAX_SPECIAL_GAP:
+            raise ValueError(f"special token {name!r} needs an id in [{len(self.vocab)}, {len(self.vocab) + MAX_SPECIAL_GAP}] "
+                             f"(after the {len(self.vocab)} vocabulary ids, leaving at most {MAX_SPECIAL_GAP} unused), "
+                             f"got {i!r}")
         if i in self.special_tokens.values():
             raise ValueError(f"special token id {i} is already taken")
         self.special_tokens[name] = i
