@@ -6,8 +6,9 @@
  *   tile   (MT x NT of C)      one OpenMP task; tiles never overlap, so no locks and no races
  *   pc     (KC of the K sum)   pack B's KC x NT block, panel by panel
  *   ic     (MC rows)           pack A's MC x KC block (L2)
- *   jr, ir (NR x MR)           the micro-kernel: a 6 x 16 block of C held in 12 AVX2 registers,
- *                              fed by one 16-wide row of packed B and 6 broadcasts of packed A per p
+ *   jr, ir (MR x NR)           the micro-kernel: an MR x NR block of C held in registers, fed per p
+ *                              by one NR-wide row of packed B and MR broadcasts of packed A
+ *                              (AVX-512 12 x 32 in 24 zmm, AVX2 6 x 16 in 12 ymm, chosen at run time)
  *
  * Packing copies A into MR-row panels (A[p][r] contiguous) and B into NR-column panels, zero-padding
  * the ragged edges, so the micro-kernel never checks bounds; a transposed operand is transposed here,
@@ -18,15 +19,17 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#ifdef __AVX2__
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#define MINIGPT_X86 1
+#else
+#define MINIGPT_X86 0
 #endif
 #include "minigpt.h"
 
-#define MR 6     /* rows of the micro-tile */
-#define NR 16    /* columns of the micro-tile: two 8-float AVX registers */
-#define KC 256   /* depth of one packed block: A panel 6 KB, B panel 16 KB stay in L1 */
-#define MC 144   /* rows of a packed A block: 144 x 256 floats = 144 KB, in L2 with room to spare */
+/* the micro-tile, MR x NR, is the kernel's (6 x 16 for AVX2, 12 x 32 for AVX-512): see below */
+#define KC 256   /* depth of one packed block: A panel 6-12 KB, B panel 16-32 KB stay in L1 (Zen 4: 32 KB) */
+#define MC 144   /* rows of a packed A block (a multiple of every MR): 144 x 256 floats = 144 KB, in L2 */
 #define MT_MAX 576  /* tile rows (a tile is one OpenMP task; its A blocks are packed MC rows at a time) */
 #define NT_MAX 1024 /* tile columns: packed B block 256 x 1024 floats = 1 MB, from L3 */
 
@@ -47,52 +50,107 @@ void sgemm_naive(int M, int N, int K, const float *A, long rsa, long csa, const 
 /* ---------------------------------------------------------------------------------------------- */
 /* packing */
 
+/* Both loops run p outside and the panel's width inside, so each packed row of the panel is written
+ * in one contiguous run and the source is read as MR (or NR) parallel streams, whatever the strides:
+ * each source cache line then serves 16 consecutive p from L1. The widths are compile-time constants
+ * at every call (see pack_A_as / pack_B_as), so the inner loops unroll. */
+
 /* A rows [i0, i0+mc) x cols [p0, p0+kc) -> panels of MR rows: dst[panel][p][r] */
-static void pack_A(float *dst, const float *A, long rsa, long csa, int i0, int mc, int p0, int kc) {
+static inline __attribute__((always_inline)) void pack_A(float *dst, const float *A, long rsa, long csa, int i0,
+                                                         int mc, int p0, int kc, const int MR) {
     for (int ir = 0; ir < mc; ir += MR) {
         int mr = mc - ir < MR ? mc - ir : MR;
         const float *a = A + (long)(i0 + ir) * rsa + (long)p0 * csa;
-        if (csa == 1) {  /* row-major A: read each row contiguously */
-            for (int r = 0; r < mr; r++)
-                for (int p = 0; p < kc; p++) dst[p * MR + r] = a[r * rsa + p];
-        } else {         /* column-major A (a transposed operand): read each column contiguously */
+        if (mr == MR) {
             for (int p = 0; p < kc; p++)
-                for (int r = 0; r < mr; r++) dst[p * MR + r] = a[p * csa + r * rsa];
+                for (int r = 0; r < MR; r++) dst[p * MR + r] = a[p * csa + r * rsa];
+        } else {  /* the ragged last panel: zero rows below the edge */
+            for (int p = 0; p < kc; p++)
+                for (int r = 0; r < MR; r++) dst[p * MR + r] = r < mr ? a[p * csa + r * rsa] : 0.0f;
         }
-        for (int r = mr; r < MR; r++)
-            for (int p = 0; p < kc; p++) dst[p * MR + r] = 0.0f;
         dst += (long)MR * kc;
     }
 }
 
 /* B rows [p0, p0+kc) x cols [j0, j0+nc) -> panels of NR columns: dst[panel][p][c] */
-static void pack_B(float *dst, const float *B, long rsb, long csb, int p0, int kc, int j0, int nc) {
+static inline __attribute__((always_inline)) void pack_B(float *dst, const float *B, long rsb, long csb, int p0,
+                                                         int kc, int j0, int nc, const int NR) {
     for (int jr = 0; jr < nc; jr += NR) {
         int nr = nc - jr < NR ? nc - jr : NR;
         const float *b = B + (long)p0 * rsb + (long)(j0 + jr) * csb;
-        if (csb == 1) {  /* row-major B: 16 contiguous floats per p */
-            for (int p = 0; p < kc; p++) {
-                for (int c = 0; c < nr; c++) dst[p * NR + c] = b[p * rsb + c];
-                for (int c = nr; c < NR; c++) dst[p * NR + c] = 0.0f;
-            }
-        } else {         /* B = W^T with W row-major: read each row of W contiguously */
-            for (int c = 0; c < nr; c++)
-                for (int p = 0; p < kc; p++) dst[p * NR + c] = b[c * csb + p * rsb];
-            for (int c = nr; c < NR; c++)
-                for (int p = 0; p < kc; p++) dst[p * NR + c] = 0.0f;
+        if (nr == NR && csb == 1) {  /* row-major B: NR contiguous floats per p, a straight copy */
+            for (int p = 0; p < kc; p++)
+                for (int c = 0; c < NR; c++) dst[p * NR + c] = b[p * rsb + c];
+        } else if (nr == NR) {       /* B = W^T, W row-major: NR rows of W read side by side */
+            for (int p = 0; p < kc; p++)
+                for (int c = 0; c < NR; c++) dst[p * NR + c] = b[c * csb + p * rsb];
+        } else {                     /* the ragged last panel: zero columns past the edge */
+            for (int p = 0; p < kc; p++)
+                for (int c = 0; c < NR; c++) dst[p * NR + c] = c < nr ? b[c * csb + p * rsb] : 0.0f;
         }
         dst += (long)NR * kc;
     }
 }
 
-/* ---------------------------------------------------------------------------------------------- */
-/* the micro-kernel: c[MR x NR] (+)= a-panel (kc x MR) times b-panel (kc x NR) */
+static void pack_A_as(float *dst, const float *A, long rsa, long csa, int i0, int mc, int p0, int kc, int MR) {
+    if (MR == 12) pack_A(dst, A, rsa, csa, i0, mc, p0, kc, 12);
+    else pack_A(dst, A, rsa, csa, i0, mc, p0, kc, 6);
+}
 
-#ifdef __AVX2__
-static void kernel(int kc, const float *a, const float *b, float *c, long ldc, int accumulate) {
+static void pack_B_as(float *dst, const float *B, long rsb, long csb, int p0, int kc, int j0, int nc, int NR) {
+    if (NR == 32) pack_B(dst, B, rsb, csb, p0, kc, j0, nc, 32);
+    else pack_B(dst, B, rsb, csb, p0, kc, j0, nc, 16);
+}
+
+/* ---------------------------------------------------------------------------------------------- */
+/* the micro-kernels: c[mr x nr] (+)= a-panel (kc x mr) times b-panel (kc x nr)
+ *
+ * One build carries every kernel its compiler can emit; each SIMD kernel is compiled for its own
+ * instruction set by a target attribute, and the one to run is chosen once, at run time, from what
+ * the CPU reports (cpuid). So a build made on an AVX2 laptop uses AVX-512 on a server, and a build
+ * made without -march=native still gets the SIMD kernels. MINIGPT_KERNEL=avx512|avx2|portable
+ * forces one (the tests use it to keep every path tested on one machine). */
+
+typedef void (*ukernel_fn)(int kc, const float *a, const float *b, float *c, long ldc, int accumulate);
+typedef struct {
+    const char *name, *label;  /* "avx512": what MINIGPT_KERNEL names; "avx512f 12x32": what KERNEL says */
+    int mr, nr;                /* the micro-tile: mr rows broadcast from A, nr columns of B as vectors */
+    ukernel_fn fn;
+} Ukernel;
+
+/* portable: plain C with GCC/Clang vector types, which the compiler maps onto whatever SIMD the
+ * target has (SSE2 on any x86-64, NEON on ARM), four lanes at a time */
+typedef float v4f __attribute__((vector_size(16)));
+
+static void kernel_portable(int kc, const float *a, const float *b, float *c, long ldc, int accumulate) {
+    enum { PR = 6, PC = 16 };
+    v4f acc[PR][PC / 4];
+    memset(acc, 0, sizeof(acc));
+    for (int p = 0; p < kc; p++) {
+        v4f bv[PC / 4];
+        memcpy(bv, b, sizeof(bv));
+        for (int r = 0; r < PR; r++) {
+            v4f ar = {a[r], a[r], a[r], a[r]};
+            for (int j = 0; j < PC / 4; j++) acc[r][j] += ar * bv[j];
+        }
+        a += PR;
+        b += PC;
+    }
+    for (int r = 0; r < PR; r++) {
+        float out[PC];
+        memcpy(out, acc[r], sizeof(out));
+        for (int j = 0; j < PC; j++) c[r * ldc + j] = accumulate ? c[r * ldc + j] + out[j] : out[j];
+    }
+}
+
+#if MINIGPT_X86
+/* AVX2 + FMA, 6 x 16: 12 accumulators in 12 of the 16 ymm registers, fed per p by one 16-wide row
+ * of packed B (2 loads) and 6 broadcasts of packed A */
+__attribute__((target("avx2,fma")))
+static void kernel_avx2(int kc, const float *a, const float *b, float *c, long ldc, int accumulate) {
     __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00,
            c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
-    for (int r = 0; r < MR; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+    for (int r = 0; r < 6; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
     #pragma GCC unroll 4
     for (int p = 0; p < kc; p++) {
         __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8), ar;
@@ -102,11 +160,11 @@ static void kernel(int kc, const float *a, const float *b, float *c, long ldc, i
         ar = _mm256_broadcast_ss(a + 3); c30 = _mm256_fmadd_ps(ar, b0, c30); c31 = _mm256_fmadd_ps(ar, b1, c31);
         ar = _mm256_broadcast_ss(a + 4); c40 = _mm256_fmadd_ps(ar, b0, c40); c41 = _mm256_fmadd_ps(ar, b1, c41);
         ar = _mm256_broadcast_ss(a + 5); c50 = _mm256_fmadd_ps(ar, b0, c50); c51 = _mm256_fmadd_ps(ar, b1, c51);
-        a += MR;
-        b += NR;
+        a += 6;
+        b += 16;
     }
-    __m256 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
-    for (int r = 0; r < MR; r++) {
+    __m256 acc[6][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    for (int r = 0; r < 6; r++) {
         float *cr = c + r * ldc;
         if (accumulate) {
             acc[r][0] = _mm256_add_ps(acc[r][0], _mm256_loadu_ps(cr));
@@ -116,47 +174,118 @@ static void kernel(int kc, const float *a, const float *b, float *c, long ldc, i
         _mm256_storeu_ps(cr + 8, acc[r][1]);
     }
 }
-const char *sgemm_kernel_name(void) { return "avx2-fma 6x16"; }
-#else
-/* portable: the same blocking in plain C with GCC/Clang vector types, which the compiler maps onto
- * whatever SIMD the target has (SSE2 on any x86-64, NEON on ARM), four lanes at a time */
-typedef float v4f __attribute__((vector_size(16)));
 
-static void kernel(int kc, const float *a, const float *b, float *c, long ldc, int accumulate) {
-    v4f acc[MR][NR / 4];
-    memset(acc, 0, sizeof(acc));
+/* AVX-512, 12 x 32: 24 accumulators in 24 of the 32 zmm registers, 2 for the row of packed B, the
+ * rest for broadcasts (which the compiler folds into the FMA as a {1to16} memory operand). Per p:
+ * 2 loads and 12 broadcasts feed 24 FMAs, so the FMA units, not the loads, set the pace. */
+#define ROW512(r)                                                                                  \
+    ar = _mm512_set1_ps(a[r]);                                                                     \
+    c##r##_0 = _mm512_fmadd_ps(ar, b0, c##r##_0);                                                  \
+    c##r##_1 = _mm512_fmadd_ps(ar, b1, c##r##_1);
+#define STORE512(r)                                                                                \
+    {                                                                                              \
+        float *cr = c + (r) * ldc;                                                                 \
+        if (accumulate) {                                                                          \
+            c##r##_0 = _mm512_add_ps(c##r##_0, _mm512_loadu_ps(cr));                               \
+            c##r##_1 = _mm512_add_ps(c##r##_1, _mm512_loadu_ps(cr + 16));                          \
+        }                                                                                          \
+        _mm512_storeu_ps(cr, c##r##_0);                                                            \
+        _mm512_storeu_ps(cr + 16, c##r##_1);                                                       \
+    }
+
+__attribute__((target("avx512f")))
+static void kernel_avx512(int kc, const float *a, const float *b, float *c, long ldc, int accumulate) {
+    __m512 c0_0 = _mm512_setzero_ps(), c0_1 = c0_0, c1_0 = c0_0, c1_1 = c0_0, c2_0 = c0_0, c2_1 = c0_0,
+           c3_0 = c0_0, c3_1 = c0_0, c4_0 = c0_0, c4_1 = c0_0, c5_0 = c0_0, c5_1 = c0_0,
+           c6_0 = c0_0, c6_1 = c0_0, c7_0 = c0_0, c7_1 = c0_0, c8_0 = c0_0, c8_1 = c0_0,
+           c9_0 = c0_0, c9_1 = c0_0, c10_0 = c0_0, c10_1 = c0_0, c11_0 = c0_0, c11_1 = c0_0;
+    for (int r = 0; r < 12; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+    #pragma GCC unroll 2
     for (int p = 0; p < kc; p++) {
-        v4f bv[NR / 4];
-        memcpy(bv, b, sizeof(bv));
-        for (int r = 0; r < MR; r++) {
-            v4f ar = {a[r], a[r], a[r], a[r]};
-            for (int j = 0; j < NR / 4; j++) acc[r][j] += ar * bv[j];
-        }
-        a += MR;
-        b += NR;
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16), ar;
+        _mm_prefetch((const char *)(b + 8 * 32), _MM_HINT_T0);
+        ROW512(0) ROW512(1) ROW512(2) ROW512(3) ROW512(4) ROW512(5)
+        ROW512(6) ROW512(7) ROW512(8) ROW512(9) ROW512(10) ROW512(11)
+        a += 12;
+        b += 32;
     }
-    for (int r = 0; r < MR; r++) {
-        float out[NR];
-        memcpy(out, acc[r], sizeof(out));
-        for (int j = 0; j < NR; j++) c[r * ldc + j] = accumulate ? c[r * ldc + j] + out[j] : out[j];
-    }
+    STORE512(0) STORE512(1) STORE512(2) STORE512(3) STORE512(4) STORE512(5)
+    STORE512(6) STORE512(7) STORE512(8) STORE512(9) STORE512(10) STORE512(11)
 }
-const char *sgemm_kernel_name(void) { return "portable 6x16"; }
+#undef ROW512
+#undef STORE512
 #endif
+
+static const Ukernel KERNELS[] = {
+#if MINIGPT_X86
+    {"avx512", "avx512f 12x32", 12, 32, kernel_avx512},
+    {"avx2", "avx2-fma 6x16", 6, 16, kernel_avx2},
+#endif
+    {"portable", "portable 6x16", 6, 16, kernel_portable},
+};
+#define N_KERNELS ((int)(sizeof(KERNELS) / sizeof(KERNELS[0])))
+#define MR_MAX 12
+#define NR_MAX 32
+
+static int kernel_supported(const Ukernel *k) {
+#if MINIGPT_X86
+    if (k->fn == kernel_avx512) return __builtin_cpu_supports("avx512f");
+    if (k->fn == kernel_avx2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return 1;
+}
+
+static const Ukernel *active;  /* chosen on first use; sgemm_use_kernel changes it */
+
+/* the kernel called `name` (NULL: the best this CPU runs), and why not: 1 no such kernel, 2 not here */
+static const Ukernel *find_kernel(const char *name, int *why) {
+    *why = 1;
+    for (int i = 0; i < N_KERNELS; i++) {
+        if (name && strcmp(name, KERNELS[i].name) != 0) continue;
+        if (kernel_supported(&KERNELS[i])) return &KERNELS[i];
+        *why = 2;
+    }
+    return NULL;
+}
+
+int sgemm_kernel_check(const char *name) {
+    int why;
+    return find_kernel(name, &why) ? 0 : why;
+}
+
+int sgemm_use_kernel(const char *name) {
+    int why;
+    const Ukernel *k = find_kernel(name, &why);
+    if (!k) return why;
+    __atomic_store_n(&active, k, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* the kernel in use: MINIGPT_KERNEL's if it names one this CPU runs, else the best it runs */
+static const Ukernel *ukernel(void) {
+    const Ukernel *k = __atomic_load_n(&active, __ATOMIC_ACQUIRE);
+    if (k) return k;
+    const char *forced = getenv("MINIGPT_KERNEL");
+    if (!(forced && *forced && sgemm_use_kernel(forced) == 0)) sgemm_use_kernel(NULL);
+    return __atomic_load_n(&active, __ATOMIC_ACQUIRE);
+}
+
+const char *sgemm_kernel_name(void) { return ukernel()->label; }
 
 /* one tile of C: rows [i0, i0+mt), cols [j0, j0+nt). B's KC x nt block is packed once per K block
  * and then used by every MC-row block of A (packed in turn, small enough to stay in L2) */
 static void gemm_tile(int K, const float *A, long rsa, long csa, const float *B, long rsb, long csb,
                       float *C, long ldc, int accumulate, int i0, int mt, int j0, int nt,
-                      float *pa, float *pb) {
-    float edge[MR * NR] __attribute__((aligned(32)));
+                      float *pa, float *pb, const Ukernel *uk) {
+    const int MR = uk->mr, NR = uk->nr;
+    float edge[MR_MAX * NR_MAX] __attribute__((aligned(64)));
     for (int p0 = 0; p0 < K; p0 += KC) {
         int kc = K - p0 < KC ? K - p0 : KC;
         int acc = accumulate || p0 > 0;  /* later K-blocks add to what the first one wrote */
-        pack_B(pb, B, rsb, csb, p0, kc, j0, nt);
+        pack_B_as(pb, B, rsb, csb, p0, kc, j0, nt, NR);
         for (int ic = 0; ic < mt; ic += MC) {
             int mc = mt - ic < MC ? mt - ic : MC;
-            pack_A(pa, A, rsa, csa, i0 + ic, mc, p0, kc);
+            pack_A_as(pa, A, rsa, csa, i0 + ic, mc, p0, kc, MR);
             for (int jr = 0; jr < nt; jr += NR) {  /* one B micro-panel (L1) against all of A's (L2) */
                 int nr = nt - jr < NR ? nt - jr : NR;
                 const float *bp = pb + (long)jr * kc;
@@ -165,9 +294,9 @@ static void gemm_tile(int K, const float *A, long rsa, long csa, const float *B,
                     const float *ap = pa + (long)ir * kc;
                     float *c = C + (long)(i0 + ic + ir) * ldc + (j0 + jr);
                     if (mr == MR && nr == NR) {
-                        kernel(kc, ap, bp, c, ldc, acc);
+                        uk->fn(kc, ap, bp, c, ldc, acc);
                     } else {  /* a ragged edge: compute the full micro-tile aside, keep the valid part */
-                        kernel(kc, ap, bp, edge, NR, 0);
+                        uk->fn(kc, ap, bp, edge, NR, 0);
                         for (int r = 0; r < mr; r++)
                             for (int j = 0; j < nr; j++)
                                 c[r * ldc + j] = acc ? c[r * ldc + j] + edge[r * NR + j] : edge[r * NR + j];
@@ -192,6 +321,8 @@ static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const 
      * allow: on a shared machine a thread that loses its core for a while then holds up a smaller
      * share of the work. Not below 144 x 256: each tile packs its own A and B, and smaller tiles
      * pay for it (4 per thread down to 96 x 128 cost 7% of the CPU time on the model's shapes) */
+    const Ukernel *uk = ukernel();
+    const int MR = uk->mr, NR = uk->nr;
     int nth = 1;
 #ifdef _OPENMP
     if (parallel) nth = omp_get_max_threads();
@@ -224,7 +355,7 @@ static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const 
         for (int t = 0; t < tiles; t++) {
             int i0 = (t % tm) * mt, j0 = (t / tm) * nt;  /* neighbouring tasks share a B block */
             gemm_tile(K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate,
-                      i0, M - i0 < mt ? M - i0 : mt, j0, N - j0 < nt ? N - j0 : nt, pa, pb);
+                      i0, M - i0 < mt ? M - i0 : mt, j0, N - j0 < nt ? N - j0 : nt, pa, pb, uk);
         }
         free(pa);
         free(pb);

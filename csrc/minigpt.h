@@ -19,7 +19,12 @@ void sgemm_serial(int M, int N, int K, const float *A, long rsa, long csa, const
 /* the textbook triple loop, same contract: to read, and the reference in tests */
 void sgemm_naive(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb,
                  long csb, float *C, long ldc, int accumulate);
-const char *sgemm_kernel_name(void); /* "avx2-fma 6x16" or "portable 6x16" */
+const char *sgemm_kernel_name(void); /* "avx512f 12x32", "avx2-fma 6x16" or "portable 6x16" */
+/* force a micro-kernel by name ("avx512", "avx2", "portable"; NULL: the best this CPU runs).
+ * 0: done; 1: no such kernel in this build; 2: this CPU lacks its instructions. The default is
+ * MINIGPT_KERNEL's if it names one this CPU runs, else the best. */
+int sgemm_use_kernel(const char *name);
+int sgemm_kernel_check(const char *name); /* the same codes, changing nothing */
 
 /* ---- kernels.c ---- */
 void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B, int T, int C);

@@ -44,20 +44,76 @@ def close(ours, ref, rtol=RTOL, atol=ATOL, name=""):
 dims = st.one_of(st.integers(1, 40), st.sampled_from([6, 12, 16, 17, 31, 32, 95, 97, 263, 265]))
 
 
+KERNELS = ops_c.kernels_supported()  # every micro-kernel this CPU runs: AVX2 stays tested on AVX-512
+
+
+class kernel:
+    """with kernel(name): GEMMs run on that micro-kernel, then on the one in use before."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        self.before = next(n for n in KERNELS if ops_c.kernel_name_of(n) == ops_c.kernel_name())
+        ops_c.use_kernel(self.name)
+
+    def __exit__(self, *exc):
+        ops_c.use_kernel(self.before)
+
+
 @settings(max_examples=200)
 @given(M=dims, N=dims, K=st.one_of(dims, st.sampled_from([255, 256, 257, 513])),
        ta=st.booleans(), tb=st.booleans(), acc=st.booleans(), seed=st.integers(0, 2**16))
 def test_gemm(M, N, K, ta, tb, acc, seed):
+    """Every micro-kernel (and the naive loop) against float64, and the kernels against each other."""
     rng = np.random.default_rng(seed)
     a = rand(rng, K, M).T if ta else rand(rng, M, K)  # a transposed view: other strides, no copy
     b = rand(rng, N, K).T if tb else rand(rng, K, N)
     c0 = rand(rng, M, N)
     ref = (c0.astype(np.float64) if acc else 0) + a.astype(np.float64) @ b.astype(np.float64)
     tol = dict(rtol=1e-5, atol=1e-6 * np.sqrt(K) * 4)
-    for fn in (ops_c.gemm, ops_c.gemm_naive):
-        out = c0.copy()
-        fn(out, a, b, accumulate=acc)
-        close(out, ref, **tol, name=fn.__name__)
+    outs = {}
+    for name in KERNELS:
+        with kernel(name):
+            out = c0.copy()
+            ops_c.gemm(out, a, b, accumulate=acc)
+        close(out, ref, **tol, name=name)
+        outs[name] = out
+    out = c0.copy()
+    ops_c.gemm_naive(out, a, b, accumulate=acc)
+    close(out, ref, **tol, name="naive")
+    # two kernels differ only in the order of float32 roundings: |a||b| K eps bounds it
+    bound = (np.abs(c0) if acc else 0) + np.abs(a).astype(np.float64) @ np.abs(b) * (K + 1) * 2**-23
+    for name, o in outs.items():
+        assert np.all(np.abs(o - outs[KERNELS[-1]]) <= bound), f"{name} vs {KERNELS[-1]}"
+
+
+def test_kernel_names():
+    """The CPU's best kernel is the default; an unknown name or one the CPU lacks is a clear error."""
+    assert KERNELS[-1] == "portable" and set(KERNELS) <= set(ops_c.KERNELS)
+    with kernel(KERNELS[0]):
+        assert ops_c.KERNEL == ops_c.kernel_name() == ops_c.kernel_name_of(KERNELS[0])
+    with pytest.raises(ValueError, match="unknown GEMM kernel"):
+        ops_c.use_kernel("sse9")
+    for name in set(ops_c.KERNELS) - set(KERNELS):
+        with pytest.raises(ValueError, match="lacks"):
+            ops_c.use_kernel(name)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_matmul_each_kernel(name):
+    """A linear layer's forward and backward on each kernel: 2 x 3 x 2 tiles of the bigger kernel."""
+    rng = np.random.default_rng(1)
+    B, T, C, OC = 2, 13, 300, 70
+    inp, w, bias, dout = rand(rng, B, T, C), rand(rng, OC, C), rand(rng, OC), rand(rng, B, T, OC)
+    out, dinp, dw, dbias = np.empty((B, T, OC), np.float32), *(np.zeros(s, np.float32) for s in ((B, T, C), (OC, C), (OC,)))
+    with kernel(name):
+        ops_c.matmul_forward(out, inp, w, bias, B, T, C, OC)
+        ops_c.matmul_backward(dinp, dw, dbias, dout, inp, w, B, T, C, OC)
+    i, W, d = f64(inp, w, dout)
+    close(out, i @ W.T + bias, rtol=1e-5, atol=1e-4)
+    close(dinp, d @ W, rtol=1e-5, atol=1e-4)
+    close(dw, d.reshape(-1, OC).T @ i.reshape(-1, C), rtol=1e-5, atol=1e-4)
 
 
 def test_gemm_many_tiles():
