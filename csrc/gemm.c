@@ -14,6 +14,7 @@
  * the ragged edges, so the micro-kernel never checks bounds; a transposed operand is transposed here,
  * during a copy we make anyway. Edge blocks of C go through a small buffer.
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #ifdef _OPENMP
@@ -25,7 +26,7 @@
 #else
 #define MINIGPT_X86 0
 #endif
-#include "minigpt.h"
+#include "gemm.h"
 
 /* the micro-tile, MR x NR, is the kernel's (6 x 16 for AVX2, 12 x 32 for AVX-512): see below */
 #define KC 256   /* depth of one packed block: A panel 6-12 KB, B panel 16-32 KB stay in L1 (Zen 4: 32 KB) */
@@ -72,21 +73,79 @@ static inline __attribute__((always_inline)) void pack_A(float *dst, const float
     }
 }
 
+/* one element of B, stored as fp32 or as bf16 (the top half of an fp32: widening is a shift);
+ * `half` is a constant at every call, so the test disappears */
+static inline __attribute__((always_inline)) float b_at(const void *B, long i, const int half) {
+    if (!half) return ((const float *)B)[i];
+    uint32_t u = (uint32_t)((const uint16_t *)B)[i] << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+#if MINIGPT_X86
+/* B = W^T with W row-major (rsb = 1): an NR-column panel is NR rows of W, transposed. Scalar, that
+ * is one load and one store per float; here 8 x 8 blocks go through registers (8 loads, 24
+ * shuffles, 8 stores), which made the forward's packing ~3x cheaper. kc % 8 == 0 and NR % 8 == 0. */
+__attribute__((target("avx2"))) static inline __m256 load8_avx2(const void *W, long i, const int half) {
+    if (!half) return _mm256_loadu_ps((const float *)W + i);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)W + i));  /* bf16: widen by a shift */
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+__attribute__((target("avx2"))) static inline __attribute__((always_inline)) void
+pack_Wt_avx2(float *dst, const void *W, long ldw, int kc, int NR, const int half) {
+    for (int p = 0; p < kc; p += 8) {
+        for (int c = 0; c < NR; c += 8) {
+            long w = (long)c * ldw + p;
+            __m256 r0 = load8_avx2(W, w, half), r1 = load8_avx2(W, w + ldw, half),
+                   r2 = load8_avx2(W, w + 2 * ldw, half), r3 = load8_avx2(W, w + 3 * ldw, half),
+                   r4 = load8_avx2(W, w + 4 * ldw, half), r5 = load8_avx2(W, w + 5 * ldw, half),
+                   r6 = load8_avx2(W, w + 6 * ldw, half), r7 = load8_avx2(W, w + 7 * ldw, half);
+            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
+                   t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
+                   t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+                   u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+                   u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+                   u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *d = dst + (long)p * NR + c;  /* row i of the block: p + i, columns c..c+7 */
+            _mm256_storeu_ps(d + 0 * NR, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_storeu_ps(d + 1 * NR, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(d + 2 * NR, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(d + 3 * NR, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(d + 4 * NR, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(d + 5 * NR, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(d + 6 * NR, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(d + 7 * NR, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    }
+}
+
+__attribute__((target("avx2"))) static void pack_Wt_avx2_f32(float *dst, const float *W, long ldw, int kc, int NR) {
+    pack_Wt_avx2(dst, W, ldw, kc, NR, 0);
+}
+
+__attribute__((target("avx2"))) static void pack_Wt_avx2_bf16(float *dst, const uint16_t *W, long ldw, int kc, int NR) {
+    pack_Wt_avx2(dst, W, ldw, kc, NR, 1);
+}
+#endif
+
 /* B rows [p0, p0+kc) x cols [j0, j0+nc) -> panels of NR columns: dst[panel][p][c] */
-static inline __attribute__((always_inline)) void pack_B(float *dst, const float *B, long rsb, long csb, int p0,
-                                                         int kc, int j0, int nc, const int NR) {
+static inline __attribute__((always_inline)) void pack_B(float *dst, const void *B, long rsb, long csb, int p0,
+                                                         int kc, int j0, int nc, const int NR, const int half) {
     for (int jr = 0; jr < nc; jr += NR) {
         int nr = nc - jr < NR ? nc - jr : NR;
-        const float *b = B + (long)p0 * rsb + (long)(j0 + jr) * csb;
+        long b = (long)p0 * rsb + (long)(j0 + jr) * csb;
         if (nr == NR && csb == 1) {  /* row-major B: NR contiguous floats per p, a straight copy */
             for (int p = 0; p < kc; p++)
-                for (int c = 0; c < NR; c++) dst[p * NR + c] = b[p * rsb + c];
+                for (int c = 0; c < NR; c++) dst[p * NR + c] = b_at(B, b + p * rsb + c, half);
         } else if (nr == NR) {       /* B = W^T, W row-major: NR rows of W read side by side */
             for (int p = 0; p < kc; p++)
-                for (int c = 0; c < NR; c++) dst[p * NR + c] = b[c * csb + p * rsb];
+                for (int c = 0; c < NR; c++) dst[p * NR + c] = b_at(B, b + c * csb + p * rsb, half);
         } else {                     /* the ragged last panel: zero columns past the edge */
             for (int p = 0; p < kc; p++)
-                for (int c = 0; c < NR; c++) dst[p * NR + c] = c < nr ? b[c * csb + p * rsb] : 0.0f;
+                for (int c = 0; c < NR; c++) dst[p * NR + c] = c < nr ? b_at(B, b + c * csb + p * rsb, half) : 0.0f;
         }
         dst += (long)NR * kc;
     }
@@ -97,9 +156,28 @@ static void pack_A_as(float *dst, const float *A, long rsa, long csa, int i0, in
     else pack_A(dst, A, rsa, csa, i0, mc, p0, kc, 6);
 }
 
-static void pack_B_as(float *dst, const float *B, long rsb, long csb, int p0, int kc, int j0, int nc, int NR) {
-    if (NR == 32) pack_B(dst, B, rsb, csb, p0, kc, j0, nc, 32);
-    else pack_B(dst, B, rsb, csb, p0, kc, j0, nc, 16);
+static void pack_B_as(float *dst, const void *B, long rsb, long csb, int p0, int kc, int j0, int nc, int NR,
+                      int half, int simd) {
+#if MINIGPT_X86
+    if (simd && rsb == 1 && csb != 1 && kc % 8 == 0) {  /* W^T: whole panels by 8 x 8 transposes */
+        int full = nc / NR * NR;
+        for (int jr = 0; jr < full; jr += NR) {
+            long at = p0 + (long)(j0 + jr) * csb;
+            if (half) pack_Wt_avx2_bf16(dst + (long)jr * kc, (const uint16_t *)B + at, csb, kc, NR);
+            else pack_Wt_avx2_f32(dst + (long)jr * kc, (const float *)B + at, csb, kc, NR);
+        }
+        if (full == nc) return;
+        dst += (long)full * kc;  /* the ragged last panel below */
+        j0 += full;
+        nc -= full;
+    }
+#else
+    (void)simd;
+#endif
+    if (half && NR == 32) pack_B(dst, B, rsb, csb, p0, kc, j0, nc, 32, 1);
+    else if (half) pack_B(dst, B, rsb, csb, p0, kc, j0, nc, 16, 1);
+    else if (NR == 32) pack_B(dst, B, rsb, csb, p0, kc, j0, nc, 32, 0);
+    else pack_B(dst, B, rsb, csb, p0, kc, j0, nc, 16, 0);
 }
 
 /* ---------------------------------------------------------------------------------------------- */
@@ -274,7 +352,7 @@ const char *sgemm_kernel_name(void) { return ukernel()->label; }
 
 /* one tile of C: rows [i0, i0+mt), cols [j0, j0+nt). B's KC x nt block is packed once per K block
  * and then used by every MC-row block of A (packed in turn, small enough to stay in L2) */
-static void gemm_tile(int K, const float *A, long rsa, long csa, const float *B, long rsb, long csb,
+static void gemm_tile(int K, const float *A, long rsa, long csa, const void *B, int half, long rsb, long csb,
                       float *C, long ldc, int accumulate, int i0, int mt, int j0, int nt,
                       float *pa, float *pb, const Ukernel *uk) {
     const int MR = uk->mr, NR = uk->nr;
@@ -282,7 +360,7 @@ static void gemm_tile(int K, const float *A, long rsa, long csa, const float *B,
     for (int p0 = 0; p0 < K; p0 += KC) {
         int kc = K - p0 < KC ? K - p0 : KC;
         int acc = accumulate || p0 > 0;  /* later K-blocks add to what the first one wrote */
-        pack_B_as(pb, B, rsb, csb, p0, kc, j0, nt, NR);
+        pack_B_as(pb, B, rsb, csb, p0, kc, j0, nt, NR, half, uk->fn != kernel_portable);
         for (int ic = 0; ic < mt; ic += MC) {
             int mc = mt - ic < MC ? mt - ic : MC;
             pack_A_as(pa, A, rsa, csa, i0 + ic, mc, p0, kc, MR);
@@ -309,7 +387,7 @@ static void gemm_tile(int K, const float *A, long rsa, long csa, const float *B,
 
 static int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
-static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb,
+static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const void *B, int half, long rsb,
                  long csb, float *C, long ldc, int accumulate, int parallel) {
     if (M <= 0 || N <= 0) return;
     if (K <= 0) {  /* an empty sum: C = 0, or C unchanged */
@@ -354,7 +432,7 @@ static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const 
         #pragma omp for schedule(dynamic, 1)
         for (int t = 0; t < tiles; t++) {
             int i0 = (t % tm) * mt, j0 = (t / tm) * nt;  /* neighbouring tasks share a B block */
-            gemm_tile(K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate,
+            gemm_tile(K, A, rsa, csa, B, half, rsb, csb, C, ldc, accumulate,
                       i0, M - i0 < mt ? M - i0 : mt, j0, N - j0 < nt ? N - j0 : nt, pa, pb, uk);
         }
         free(pa);
@@ -364,10 +442,15 @@ static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const 
 
 void sgemm(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb, long csb,
            float *C, long ldc, int accumulate) {
-    gemm(M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate, 1);
+    gemm(M, N, K, A, rsa, csa, B, 0, rsb, csb, C, ldc, accumulate, 1);
 }
 
 void sgemm_serial(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb,
                   long csb, float *C, long ldc, int accumulate) {
-    gemm(M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate, 0);
+    gemm(M, N, K, A, rsa, csa, B, 0, rsb, csb, C, ldc, accumulate, 0);
+}
+
+void sgemm_bf16b(int M, int N, int K, const float *A, long rsa, long csa, const uint16_t *B, long rsb,
+                 long csb, float *C, long ldc, int accumulate) {
+    gemm(M, N, K, A, rsa, csa, B, 1, rsb, csb, C, ldc, accumulate, 1);
 }
