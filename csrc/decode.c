@@ -258,6 +258,27 @@ void matvec_forward_bf16(float *out, const float *inp, const uint16_t *w, const 
 }
 
 // ------------------------------------------------------------------------------------------------
+// stream_read: the sum of n floats, read once, split across the threads. Not a model kernel: the
+// speed limit of batch-1 decoding, measured (benches/bench_decode.py reads a buffer the size of the
+// weights with it, and reports decode as a share of that bandwidth)
+
+double stream_read(const float *x, long n) {
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total) if (n > PARALLEL_MIN)
+    for (long b = 0; b < (n + 4095) / 4096; b++) {  // blocks of 16 KB, 16 independent float lanes each
+        float acc[16] = {0};
+        long end = (b + 1) * 4096 < n ? (b + 1) * 4096 : n;
+        long i = b * 4096;
+        for (; i + 16 <= end; i += 16)
+#pragma omp simd
+            for (int j = 0; j < 16; j++) acc[j] += x[i + j];
+        for (; i < end; i++) acc[0] += x[i];
+        for (int j = 0; j < 16; j++) total += acc[j];
+    }
+    return total;
+}
+
+// ------------------------------------------------------------------------------------------------
 // layernorm over each row's C channels (no mean/rstd kept: inference has no backward)
 
 void layernorm_cached(float *out, const float *inp, const float *w, const float *b, int N, int C) {

@@ -62,6 +62,15 @@ def test_matvec_c_matches_numpy(N, C, OC, bias, half, seed):
 
 
 @needs_c
+@settings(max_examples=20, deadline=None)
+@given(n=st.one_of(st.integers(1, 40), st.integers(4090, 9000)), seed=st.integers(0, 2**16))
+def test_stream_read_is_a_sum(n, seed):
+    from minigpt import kvcache_c
+    x = np.random.default_rng(seed).standard_normal(n).astype(np.float32)
+    assert abs(kvcache_c.stream_read(x) - x.astype(np.float64).sum()) <= 1e-6 * n * np.abs(x).max()
+
+
+@needs_c
 @settings(max_examples=15, deadline=None)
 @given(N=st.integers(48, 70), C=st.sampled_from([1, 8, 37, 256, 300]), OC=st.integers(1, 45),
        bias=st.booleans(), half=st.booleans(), seed=st.integers(0, 2**16))
