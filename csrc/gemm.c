@@ -292,7 +292,114 @@ static void kernel_avx512(int kc, const float *a, const float *b, float *c, long
 }
 #undef ROW512
 #undef STORE512
+
+/* bf16 operands (mixed-precision training): AVX512-BF16's vdpbf16ps multiplies pairs of bf16 and adds
+ * both products into one fp32 lane, so a 12 x 32 tile takes half the instructions of the fp32 one.
+ * Packed panels hold bf16 pairs along K: A as [p/2][r][2] (one 32-bit broadcast per row and pair),
+ * B as [p/2][c][2] (two zmm of 16 columns x 2 per pair); kc here counts pairs. */
+#define ROWBF(r)                                                                                   \
+    ar = _mm512_set1_epi32(a[r]);                                                                  \
+    c##r##_0 = _mm512_dpbf16_ps(c##r##_0, (__m512bh)ar, (__m512bh)b0);                             \
+    c##r##_1 = _mm512_dpbf16_ps(c##r##_1, (__m512bh)ar, (__m512bh)b1);
+#define STOREBF(r)                                                                                 \
+    {                                                                                              \
+        float *cr = c + (r) * ldc;                                                                 \
+        if (accumulate) {                                                                          \
+            c##r##_0 = _mm512_add_ps(c##r##_0, _mm512_loadu_ps(cr));                               \
+            c##r##_1 = _mm512_add_ps(c##r##_1, _mm512_loadu_ps(cr + 16));                          \
+        }                                                                                          \
+        _mm512_storeu_ps(cr, c##r##_0);                                                            \
+        _mm512_storeu_ps(cr + 16, c##r##_1);                                                       \
+    }
+
+__attribute__((target("avx512f,avx512bf16")))
+static void kernel_dpbf16(int kp, const uint32_t *a, const uint32_t *b, float *c, long ldc, int accumulate) {
+    __m512 c0_0 = _mm512_setzero_ps(), c0_1 = c0_0, c1_0 = c0_0, c1_1 = c0_0, c2_0 = c0_0, c2_1 = c0_0,
+           c3_0 = c0_0, c3_1 = c0_0, c4_0 = c0_0, c4_1 = c0_0, c5_0 = c0_0, c5_1 = c0_0,
+           c6_0 = c0_0, c6_1 = c0_0, c7_0 = c0_0, c7_1 = c0_0, c8_0 = c0_0, c8_1 = c0_0,
+           c9_0 = c0_0, c9_1 = c0_0, c10_0 = c0_0, c10_1 = c0_0, c11_0 = c0_0, c11_1 = c0_0;
+    for (int r = 0; r < 12; r++) _mm_prefetch((const char *)(c + r * ldc), _MM_HINT_T0);
+    #pragma GCC unroll 2
+    for (int p = 0; p < kp; p++) {
+        __m512i b0 = _mm512_load_si512(b), b1 = _mm512_load_si512(b + 16), ar;
+        ROWBF(0) ROWBF(1) ROWBF(2) ROWBF(3) ROWBF(4) ROWBF(5)
+        ROWBF(6) ROWBF(7) ROWBF(8) ROWBF(9) ROWBF(10) ROWBF(11)
+        a += 12;
+        b += 32;
+    }
+    STOREBF(0) STOREBF(1) STOREBF(2) STOREBF(3) STOREBF(4) STOREBF(5)
+    STOREBF(6) STOREBF(7) STOREBF(8) STOREBF(9) STOREBF(10) STOREBF(11)
+}
+#undef ROWBF
+#undef STOREBF
 #endif
+
+/* fp32 -> bf16, round to nearest, ties to even (NaN stays NaN): the rounding of the NumPy reference */
+static inline uint16_t to_bf16(float f) {  /* branch-free, so the packing loops vectorise */
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16, quiet = (u >> 16) | 0x40;
+    return (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? quiet : rounded);
+}
+
+static inline float bf16_round(float f) {  /* f rounded to the nearest bf16, as an fp32 */
+    uint32_t u = (uint32_t)to_bf16(f) << 16;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* A rows [i0, i0+mc) x cols [p0, p0+kc) -> bf16 pair panels of 12 rows: dst[panel][p/2][r][2].
+ * Whole panels and pairs take the constant-size loops (which the compiler vectorises, to_bf16
+ * being branch-free); the ragged last row panel and an odd last p pad with zeros. */
+static void pack_A_pairs(uint16_t *dst, const float *A, long rsa, long csa, int i0, int mc, int p0, int kc) {
+    int kp = (kc + 1) / 2;
+    for (int ir = 0; ir < mc; ir += 12) {
+        int mr = mc - ir < 12 ? mc - ir : 12;
+        const float *a = A + (long)(i0 + ir) * rsa + (long)p0 * csa;
+        int p = 0;
+        if (mr == 12)
+            for (; p + 2 <= kc; p += 2)
+                for (int r = 0; r < 12; r++) {
+                    dst[(p / 2 * 12 + r) * 2] = to_bf16(a[p * csa + r * rsa]);
+                    dst[(p / 2 * 12 + r) * 2 + 1] = to_bf16(a[(p + 1) * csa + r * rsa]);
+                }
+        for (; p < 2 * kp; p++)
+            for (int r = 0; r < 12; r++)
+                dst[((p >> 1) * 12 + r) * 2 + (p & 1)] = r < mr && p < kc ? to_bf16(a[p * csa + r * rsa]) : 0;
+        dst += 24L * kp;
+    }
+}
+
+/* B rows [p0, p0+kc) x cols [j0, j0+nc) -> bf16 pair panels of 32 columns: dst[panel][p/2][c][2];
+ * bf16 weights are bf16 already and are copied as they are */
+static inline __attribute__((always_inline)) void pack_B_pairs_as(uint16_t *dst, const void *B, long rsb,
+                                                                  long csb, int p0, int kc, int j0, int nc,
+                                                                  const int half) {
+    int kp = (kc + 1) / 2;
+    for (int jr = 0; jr < nc; jr += 32) {
+        int nr = nc - jr < 32 ? nc - jr : 32;
+        long b = (long)p0 * rsb + (long)(j0 + jr) * csb;
+#define B16(i) (half ? ((const uint16_t *)B)[i] : to_bf16(((const float *)B)[i]))
+        int p = 0;
+        if (nr == 32)
+            for (; p + 2 <= kc; p += 2)
+                for (int c = 0; c < 32; c++) {
+                    dst[(p / 2 * 32 + c) * 2] = B16(b + c * csb + p * rsb);
+                    dst[(p / 2 * 32 + c) * 2 + 1] = B16(b + c * csb + (p + 1) * rsb);
+                }
+        for (; p < 2 * kp; p++)
+            for (int c = 0; c < 32; c++)
+                dst[((p >> 1) * 32 + c) * 2 + (p & 1)] = c < nr && p < kc ? B16(b + c * csb + p * rsb) : 0;
+#undef B16
+        dst += 64L * kp;
+    }
+}
+
+static void pack_B_pairs(uint16_t *dst, const void *B, int half, long rsb, long csb, int p0, int kc, int j0,
+                         int nc) {
+    if (half) pack_B_pairs_as(dst, B, rsb, csb, p0, kc, j0, nc, 1);
+    else pack_B_pairs_as(dst, B, rsb, csb, p0, kc, j0, nc, 0);
+}
 
 static const Ukernel KERNELS[] = {
 #if MINIGPT_X86
@@ -350,42 +457,76 @@ static const Ukernel *ukernel(void) {
 
 const char *sgemm_kernel_name(void) { return ukernel()->label; }
 
+/* bf16 operands: every product rounds A and B to bf16 (round to nearest even) as it packs them and
+ * sums in fp32: what mixed-precision training asks of a GEMM. With the AVX-512 kernel on a CPU with
+ * AVX512-BF16 that is vdpbf16ps; elsewhere the packed fp32 blocks are rounded in place and the fp32
+ * kernel runs: the same products (a bf16 x bf16 product is exact in fp32), at fp32 speed. */
+static int bf16_operands;
+
+void sgemm_set_bf16(int on) { __atomic_store_n(&bf16_operands, on != 0, __ATOMIC_RELEASE); }
+int sgemm_get_bf16(void) { return __atomic_load_n(&bf16_operands, __ATOMIC_ACQUIRE); }
+
+static int use_dpbf16(const Ukernel *uk) {
+#if MINIGPT_X86
+    return uk->fn == kernel_avx512 && __builtin_cpu_supports("avx512bf16");
+#else
+    (void)uk;
+    return 0;
+#endif
+}
+
+static void round_bf16(float *x, long n) {
+    for (long i = 0; i < n; i++) x[i] = bf16_round(x[i]);
+}
+
+static int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
 /* one tile of C: rows [i0, i0+mt), cols [j0, j0+nt). B's KC x nt block is packed once per K block
  * and then used by every MC-row block of A (packed in turn, small enough to stay in L2) */
 static void gemm_tile(int K, const float *A, long rsa, long csa, const void *B, int half, long rsb, long csb,
                       float *C, long ldc, int accumulate, int i0, int mt, int j0, int nt,
-                      float *pa, float *pb, const Ukernel *uk) {
+                      float *pa, float *pb, const Ukernel *uk, int bf16) {
+    /* bf16: 0 fp32 operands; 1 rounded to bf16 in the packed fp32 blocks; 2 bf16 pairs for vdpbf16ps */
     const int MR = uk->mr, NR = uk->nr;
     float edge[MR_MAX * NR_MAX] __attribute__((aligned(64)));
     for (int p0 = 0; p0 < K; p0 += KC) {
         int kc = K - p0 < KC ? K - p0 : KC;
         int acc = accumulate || p0 > 0;  /* later K-blocks add to what the first one wrote */
-        pack_B_as(pb, B, rsb, csb, p0, kc, j0, nt, NR, half, uk->fn != kernel_portable);
+        int kstep = bf16 == 2 ? (kc + 1) / 2 * 2 : kc;  /* floats of packed depth per row or column */
+        if (bf16 == 2) pack_B_pairs((uint16_t *)pb, B, half, rsb, csb, p0, kc, j0, nt);
+        else pack_B_as(pb, B, rsb, csb, p0, kc, j0, nt, NR, half, uk->fn != kernel_portable);
+        if (bf16 == 1) round_bf16(pb, (long)ceil_div(nt, NR) * NR * kc);
         for (int ic = 0; ic < mt; ic += MC) {
             int mc = mt - ic < MC ? mt - ic : MC;
-            pack_A_as(pa, A, rsa, csa, i0 + ic, mc, p0, kc, MR);
+            if (bf16 == 2) pack_A_pairs((uint16_t *)pa, A, rsa, csa, i0 + ic, mc, p0, kc);
+            else pack_A_as(pa, A, rsa, csa, i0 + ic, mc, p0, kc, MR);
+            if (bf16 == 1) round_bf16(pa, (long)ceil_div(mc, MR) * MR * kc);
             for (int jr = 0; jr < nt; jr += NR) {  /* one B micro-panel (L1) against all of A's (L2) */
                 int nr = nt - jr < NR ? nt - jr : NR;
-                const float *bp = pb + (long)jr * kc;
+                /* in bf16 pairs a panel is half the bytes: kstep bf16 = kstep / 2 floats per row */
+                const float *bp = bf16 == 2 ? pb + (long)jr * kstep / 2 : pb + (long)jr * kc;
                 for (int ir = 0; ir < mc; ir += MR) {
                     int mr = mc - ir < MR ? mc - ir : MR;
-                    const float *ap = pa + (long)ir * kc;
+                    const float *ap = bf16 == 2 ? pa + (long)ir * kstep / 2 : pa + (long)ir * kc;
                     float *c = C + (long)(i0 + ic + ir) * ldc + (j0 + jr);
-                    if (mr == MR && nr == NR) {
-                        uk->fn(kc, ap, bp, c, ldc, acc);
-                    } else {  /* a ragged edge: compute the full micro-tile aside, keep the valid part */
-                        uk->fn(kc, ap, bp, edge, NR, 0);
+                    /* a ragged edge: compute the full micro-tile aside, keep the valid part */
+                    int full = mr == MR && nr == NR;
+                    float *out = full ? c : edge;
+                    long ld = full ? ldc : NR;
+#if MINIGPT_X86
+                    if (bf16 == 2) kernel_dpbf16(kstep / 2, (const uint32_t *)ap, (const uint32_t *)bp, out, ld, full && acc);
+                    else
+#endif
+                    uk->fn(kc, ap, bp, out, ld, full && acc);
+                    if (!full)
                         for (int r = 0; r < mr; r++)
                             for (int j = 0; j < nr; j++)
                                 c[r * ldc + j] = acc ? c[r * ldc + j] + edge[r * NR + j] : edge[r * NR + j];
-                    }
                 }
             }
         }
     }
 }
-
-static int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const void *B, int half, long rsb,
                  long csb, float *C, long ldc, int accumulate, int parallel) {
@@ -401,6 +542,7 @@ static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const 
      * pay for it (4 per thread down to 96 x 128 cost 7% of the CPU time on the model's shapes) */
     const Ukernel *uk = ukernel();
     const int MR = uk->mr, NR = uk->nr;
+    int bf16 = sgemm_get_bf16() ? (use_dpbf16(uk) ? 2 : 1) : 0;
     int nth = 1;
 #ifdef _OPENMP
     if (parallel) nth = omp_get_max_threads();
@@ -433,7 +575,7 @@ static void gemm(int M, int N, int K, const float *A, long rsa, long csa, const 
         for (int t = 0; t < tiles; t++) {
             int i0 = (t % tm) * mt, j0 = (t / tm) * nt;  /* neighbouring tasks share a B block */
             gemm_tile(K, A, rsa, csa, B, half, rsb, csb, C, ldc, accumulate,
-                      i0, M - i0 < mt ? M - i0 : mt, j0, N - j0 < nt ? N - j0 : nt, pa, pb, uk);
+                      i0, M - i0 < mt ? M - i0 : mt, j0, N - j0 < nt ? N - j0 : nt, pa, pb, uk, bf16);
         }
         free(pa);
         free(pb);

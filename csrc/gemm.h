@@ -17,6 +17,10 @@ void sgemm_serial(int M, int N, int K, const float *A, long rsa, long csa, const
 /* the same with B stored as bf16 (widened to fp32 as it is packed): prefill on bf16 weights */
 void sgemm_bf16b(int M, int N, int K, const float *A, long rsa, long csa, const uint16_t *B, long rsb,
                  long csb, float *C, long ldc, int accumulate);
+/* mixed precision: on (1), every sgemm in the process rounds A and B to bf16 (nearest even) and sums in
+ * fp32 (AVX512-BF16 vdpbf16ps where the CPU has it, else the fp32 kernel on rounded operands) */
+void sgemm_set_bf16(int on);
+int sgemm_get_bf16(void);
 /* the textbook triple loop, same contract: to read, and the reference in tests */
 void sgemm_naive(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb,
                  long csb, float *C, long ldc, int accumulate);

@@ -22,7 +22,8 @@ __all__ = ["encoder_forward", "encoder_backward", "layernorm_forward", "layernor
            "gelu_forward", "gelu_backward", "residual_forward", "residual_backward",
            "softmax_crossentropy_forward", "softmax_crossentropy_backward", "adamw_update",
            "available", "set_threads", "get_threads", "gemm", "gemm_naive", "KERNEL", "KERNELS",
-           "kernels_supported", "use_kernel", "kernel_name", "kernel_name_of"]
+           "kernels_supported", "use_kernel", "kernel_name", "kernel_name_of", "set_gemm_dtype",
+           "get_gemm_dtype"]
 
 # The GEMM micro-kernels this build carries; csrc/gemm.c picks one at run time from the CPU's
 # features (cpuid), or the one the environment variable MINIGPT_KERNEL names.
@@ -47,6 +48,19 @@ def use_kernel(name=None):
     if rc:
         raise _kernel_error(name, rc)
     KERNEL = kernel_name()
+
+
+def set_gemm_dtype(dtype):
+    """"bf16": every GEMM of the C backend (linear layers, attention) rounds its operands to bf16 and
+    sums in fp32 (mixed-precision training; AVX512-BF16 where the CPU has it); "fp32": plain fp32.
+    Process-wide: the C kernels keep one setting."""
+    if dtype not in ("fp32", "bf16"):
+        raise ValueError(f"GEMM dtype must be 'fp32' or 'bf16', not {dtype!r}")
+    lib.sgemm_set_bf16(int(dtype == "bf16"))
+
+
+def get_gemm_dtype():
+    return "bf16" if lib.sgemm_get_bf16() else "fp32"
 
 
 def kernels_supported():

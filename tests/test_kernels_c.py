@@ -88,6 +88,45 @@ def test_gemm(M, N, K, ta, tb, acc, seed):
         assert np.all(np.abs(o - outs[KERNELS[-1]]) <= bound), f"{name} vs {KERNELS[-1]}"
 
 
+@settings(max_examples=100)
+@given(M=dims, N=dims, K=st.one_of(dims, st.sampled_from([255, 256, 257, 513])),
+       ta=st.booleans(), tb=st.booleans(), acc=st.booleans(), seed=st.integers(0, 2**16))
+def test_gemm_bf16_operands(M, N, K, ta, tb, acc, seed):
+    """Mixed precision: operands rounded to bf16 (nearest even), products summed in fp32, on every
+    kernel (vdpbf16ps on the AVX-512 one where the CPU has AVX512-BF16), against ops.matmul_bf16."""
+    rng = np.random.default_rng(seed)
+    a = rand(rng, K, M).T if ta else rand(rng, M, K)
+    b = rand(rng, N, K).T if tb else rand(rng, K, N)
+    c0 = rand(rng, M, N)
+    ref = (c0.astype(np.float64) if acc else 0) + ops.matmul_bf16(a, b)
+    bound = (np.abs(c0) if acc else 0) + np.abs(a).astype(np.float64) @ np.abs(b) * (K + 1) * 2**-23
+    plain = a.astype(np.float64) @ b.astype(np.float64)
+    for name in KERNELS:
+        out = c0.copy()
+        with kernel(name):
+            ops_c.set_gemm_dtype("bf16")
+            try:
+                ops_c.gemm(out, a, b, accumulate=acc)
+            finally:
+                ops_c.set_gemm_dtype("fp32")
+        assert np.all(np.abs(out - ref) <= bound + 1e-30), name
+    if K >= 8:  # and it is not the fp32 product: the rounding of the operands shows
+        out = c0.copy()
+        with kernel(KERNELS[0]):
+            ops_c.set_gemm_dtype("bf16")
+            ops_c.gemm(out, a, b, accumulate=acc)
+            ops_c.set_gemm_dtype("fp32")
+        assert np.abs(out - ((c0 if acc else 0) + plain)).max() > 0
+
+
+def test_bf16_round_is_nearest_even():
+    # ties go to the even mantissa (1 + 2^-8 -> 1, 1 + 3 * 2^-8 -> 1 + 2^-6); the largest float rounds up to inf
+    x = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -2.5, np.inf, np.finfo(np.float32).max], np.float32)
+    want = np.array([1.0, 1.0, 1 + 2**-6, 1 + 2**-7, -2.5, np.inf, np.inf], np.float32)
+    np.testing.assert_array_equal(ops.bf16_round(x), want)
+    assert np.isnan(ops.bf16_round(np.array([np.nan], np.float32)))[0]
+
+
 def test_kernel_names():
     """The CPU's best kernel is the default; an unknown name or one the CPU lacks is a clear error."""
     assert KERNELS[-1] == "portable" and set(KERNELS) <= set(ops_c.KERNELS)
