@@ -41,7 +41,7 @@ DEFAULTS = dict(
     lr=1e-3, min_lr=None, warmup=30, decay="cosine", weight_decay=0.1, beta1=0.9, beta2=0.95, eps=1e-8,
     grad_clip=1.0, dropout=0.0,
     eval_every=100, eval_batches=20, sample_every=None, sample_tokens=200, temperature=0.8, top_k=None,
-    checkpoint_every=None, keep=2, seed=1337, backend=None, threads=None, plot=True,
+    checkpoint_every=None, keep=2, seed=1337, backend=None, threads=None, plot=True, dtype="fp32",
 )
 HELP = dict(
     data="a `minigpt prepare` directory, or a folder/glob of llm.c shards (*train*.bin, *val*.bin) "
@@ -57,6 +57,8 @@ HELP = dict(
     dropout="probability (training only; 0 = off)", sample_every="default: eval_every",
     checkpoint_every="default: eval_every (and always at the end)", keep="checkpoints to keep",
     backend="numpy | c | cuda (default: the fastest built)", top_k="sample from the k likeliest only",
+    dtype="fp32 | bf16: bf16 rounds every GEMM operand to bf16 and sums in fp32 (AVX512-BF16 where the "
+          "CPU has it); weights, gradients and AdamW stay fp32. C backend only",
 )
 
 
@@ -327,7 +329,8 @@ def add_arguments(p):
                       "sample_every", "checkpoint_every", "top_k"):
             kind = int
         choices = {"model": list(PRESETS), "decay": ["cosine", "linear", "constant"],
-                   "sampling": ["epoch", "random"], "backend": ["numpy", "c", "cuda"]}.get(name)
+                   "sampling": ["epoch", "random"], "backend": ["numpy", "c", "cuda"],
+                   "dtype": ["fp32", "bf16"]}.get(name)
         shown = "" if default is None else f" (default {default})"
         p.add_argument(flag, type=kind, default=None, choices=choices, help=(HELP.get(name, "") + shown).strip())
 
@@ -400,6 +403,12 @@ def run_training(args):
         model.dropout = s["dropout"]
         start = 0
         atomic_write(os.path.join(run_dir, "settings.json"), lambda f: f.write(json.dumps(s, indent=1).encode()))
+    if s["dtype"] not in ("fp32", "bf16"):
+        raise ValueError(f"--dtype must be fp32 or bf16, found {s['dtype']!r}")
+    if s["dtype"] == "bf16" and model.backend.name != "c":
+        raise ValueError(f"--dtype bf16 runs on the C backend only, not {model.backend.name!r}")
+    if model.backend.name == "c":  # process-wide in the C kernels: set it either way
+        model.backend.ops.set_gemm_dtype(s["dtype"])
     if model.dropout > 0 and model.backend.name == "cuda":
         raise ValueError("--dropout is not implemented in the CUDA backend's forward (minigpt/gpt_cuda.py); "
                          "use --dropout 0 or a CPU backend")
