@@ -245,8 +245,20 @@ def test_matmul(s, bias):
 @settings(max_examples=120)
 @given(s=shapes)
 def test_attention(s):
-    B, T, NH, C = s["B"], s["T"], s["NH"], s["NH"] * s["hs"]
-    rng = np.random.default_rng(s["seed"])
+    check_attention(s["B"], s["T"], s["NH"], s["hs"], s["seed"])
+
+
+@settings(max_examples=6, deadline=None)
+@given(T=st.sampled_from([192, 193, 250, 289]), NH=st.integers(1, 2), hs=st.integers(1, 9),
+       seed=st.integers(0, 2**16))
+def test_attention_causal_blocks(T, NH, hs, seed):
+    """From T = 192 the C attention computes the causal half in 96-row blocks: ragged last blocks too."""
+    check_attention(1, T, NH, hs, seed)
+
+
+def check_attention(B, T, NH, hs, seed):
+    C = NH * hs
+    rng = np.random.default_rng(seed)
     inp, dout = rand(rng, B, T, 3 * C), rand(rng, B, T, C)
     out = np.empty((B, T, C), np.float32)
     preatt, att = np.empty((B, NH, T, T), np.float32), np.empty((B, NH, T, T), np.float32)
