@@ -7,7 +7,7 @@ figure is the median over rounds, and c_vs_torch is the median of the per-round 
 max show the noise). tok/s = B*T / step time; GFLOP/s from minigpt/flops.py (6N + attention per
 token); % of peak against peak_flops(threads).
 With OMP_NUM_THREADS=1 each step is timed in thread CPU time (steady on a busy shared machine).
-Usage: python benches/bench_train_step.py [--rounds N] [--quick (small config only)]
+Usage: python benches/bench_train_step.py [--rounds N] [--quick (small config only)] [--no-numpy]
 """
 import argparse
 import os
@@ -87,6 +87,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-numpy", action="store_true", help="leave out the (slow) NumPy reference side")
     args = ap.parse_args()
     torch = torch_or_none(N_THREADS)
     have_c = "c" in backend.available()
@@ -102,7 +103,9 @@ def main():
         if have_c:
             model, sides["c"] = minigpt_step(cfg, "c", idx, targets, "fp32")
             _, sides["c_bf16"] = minigpt_step(cfg, "c", idx, targets, "bf16")
-        nmodel, sides["numpy"] = minigpt_step(cfg, "numpy", idx, targets)
+        nmodel, numpy_step = minigpt_step(cfg, "numpy", idx, targets)  # also the weights PyTorch copies
+        if not args.no_numpy:
+            sides["numpy"] = numpy_step
         if torch is not None:
             sides["torch"] = torch_step(torch, nmodel, idx, targets)
             sides["torch_bf16"] = torch_step(torch, nmodel, idx, targets, autocast=True)
