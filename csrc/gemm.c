@@ -395,8 +395,83 @@ static inline __attribute__((always_inline)) void pack_B_pairs_as(uint16_t *dst,
     }
 }
 
+#if MINIGPT_X86
+/* B = W^T, fp32 W row-major: a panel's pairs (W[c][p], W[c][p+1]) are adjacent in W's row c, so
+ * vcvtneps2bf16 turns 16 floats of a row into 8 pairs in place, and 8 x 8 blocks of pairs, as
+ * 32-bit lanes, are transposed as pack_Wt_avx2 does floats. kc % 16 == 0. (The conversion rounds
+ * to nearest even like to_bf16, and flushes denormals, as vdpbf16ps itself does.) */
+__attribute__((target("avx512f,avx512bf16,avx512vl")))
+static void pack_Wt_pairs(uint16_t *dst16, const float *W, long ldw, int kc) {
+    uint32_t *dst = (uint32_t *)dst16;  /* [p/2][32 columns], one pair per 32-bit lane */
+    for (int q = 0; q < kc / 2; q += 8) {
+        for (int c = 0; c < 32; c += 8) {
+            const float *w = W + (long)c * ldw + 2 * q;
+            __m256 r[8];
+            for (int i = 0; i < 8; i++)
+                r[i] = _mm256_castsi256_ps((__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(w + i * ldw)));
+            __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]),
+                   t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]),
+                   t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]),
+                   t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            __m256 u0 = _mm256_shuffle_ps(t0, t2, 0x44), u1 = _mm256_shuffle_ps(t0, t2, 0xEE),
+                   u2 = _mm256_shuffle_ps(t1, t3, 0x44), u3 = _mm256_shuffle_ps(t1, t3, 0xEE),
+                   u4 = _mm256_shuffle_ps(t4, t6, 0x44), u5 = _mm256_shuffle_ps(t4, t6, 0xEE),
+                   u6 = _mm256_shuffle_ps(t5, t7, 0x44), u7 = _mm256_shuffle_ps(t5, t7, 0xEE);
+            float *d = (float *)(dst + (long)q * 32 + c);
+            _mm256_storeu_ps(d + 0 * 32, _mm256_permute2f128_ps(u0, u4, 0x20));
+            _mm256_storeu_ps(d + 1 * 32, _mm256_permute2f128_ps(u1, u5, 0x20));
+            _mm256_storeu_ps(d + 2 * 32, _mm256_permute2f128_ps(u2, u6, 0x20));
+            _mm256_storeu_ps(d + 3 * 32, _mm256_permute2f128_ps(u3, u7, 0x20));
+            _mm256_storeu_ps(d + 4 * 32, _mm256_permute2f128_ps(u0, u4, 0x31));
+            _mm256_storeu_ps(d + 5 * 32, _mm256_permute2f128_ps(u1, u5, 0x31));
+            _mm256_storeu_ps(d + 6 * 32, _mm256_permute2f128_ps(u2, u6, 0x31));
+            _mm256_storeu_ps(d + 7 * 32, _mm256_permute2f128_ps(u3, u7, 0x31));
+        }
+    }
+}
+#endif
+
+#if MINIGPT_X86
+/* B row-major fp32 (csb = 1): a pair is (B[p][c], B[p+1][c]), two rows side by side: each row's 16
+ * floats become 16 bf16, and the two are interleaved 16 bits at a time. kc even. */
+__attribute__((target("avx512f,avx512bf16,avx512vl")))
+static void pack_B_rows_pairs(uint16_t *dst16, const float *B, long ldb, int kc) {
+    uint32_t *dst = (uint32_t *)dst16;
+    for (int q = 0; q < kc / 2; q++) {
+        const float *b0 = B + 2L * q * ldb, *b1 = b0 + ldb;
+        for (int c = 0; c < 32; c += 16) {
+            __m256i x = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(b0 + c));
+            __m256i y = (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(b1 + c));
+            __m256i lo = _mm256_unpacklo_epi16(x, y), hi = _mm256_unpackhi_epi16(x, y);  /* per 128-bit lane */
+            _mm256_storeu_si256((__m256i *)(dst + (long)q * 32 + c), _mm256_permute2x128_si256(lo, hi, 0x20));
+            _mm256_storeu_si256((__m256i *)(dst + (long)q * 32 + c + 8), _mm256_permute2x128_si256(lo, hi, 0x31));
+        }
+    }
+}
+#endif
+
 static void pack_B_pairs(uint16_t *dst, const void *B, int half, long rsb, long csb, int p0, int kc, int j0,
                          int nc) {
+#if MINIGPT_X86  /* only called where the CPU has AVX512-BF16 (the dpbf16 path) */
+    if (!half && rsb == 1 && csb != 1 && kc % 16 == 0) {  /* W^T: whole panels through registers */
+        int full = nc / 32 * 32;
+        for (int jr = 0; jr < full; jr += 32)
+            pack_Wt_pairs(dst + (long)jr * kc, (const float *)B + p0 + (long)(j0 + jr) * csb, csb, kc);
+        if (full == nc) return;
+        dst += (long)full * kc;  /* the ragged last panel below */
+        j0 += full;
+        nc -= full;
+    }
+    if (!half && csb == 1 && kc % 2 == 0) {  /* row-major B: two rows at a time */
+        int full = nc / 32 * 32;
+        for (int jr = 0; jr < full; jr += 32)
+            pack_B_rows_pairs(dst + (long)jr * kc, (const float *)B + (long)p0 * rsb + j0 + jr, rsb, kc);
+        if (full == nc) return;
+        dst += (long)full * kc;
+        j0 += full;
+        nc -= full;
+    }
+#endif
     if (half) pack_B_pairs_as(dst, B, rsb, csb, p0, kc, j0, nc, 1);
     else pack_B_pairs_as(dst, B, rsb, csb, p0, kc, j0, nc, 0);
 }
