@@ -30,6 +30,7 @@
 #define DECODE_AVX2 1
 #endif
 #include "gemm.c"  // the packed sgemm of training: prefill's products go through it
+#include "fastmath.h"
 
 void decode_set_threads(int n) {
 #ifdef _OPENMP
@@ -357,9 +358,11 @@ void attention_cached(float *out, const float *qkv, const float *kcache, const f
 
 void gelu_forward(float *out, const float *inp, int N) {
     const float s = 0.7978845608028654f;  // sqrt(2 / pi)
-#pragma omp parallel for schedule(static) if (N > 4096)
+    // tanh_f (csrc/fastmath.h) vectorises where libm's tanhf is a call per element: prefill spent
+    // a sixth of its time here
+#pragma omp parallel for simd schedule(static) if (N > 4096)
     for (int i = 0; i < N; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(s * (x + 0.044715f * x * x * x)));
+        out[i] = 0.5f * x * (1.0f + tanh_f(s * (x + 0.044715f * x * x * x)));
     }
 }
