@@ -3,7 +3,7 @@
 Both sides run the same model (benches/torch_gpt2.py builds PyTorch's from minigpt's weights), the
 same AdamW step, on the same GPU in the same process, in fp32 and with TF32 tensor cores for the
 GEMMs (minigpt: cuBLAS math mode; PyTorch: allow_tf32). A batch that does not fit is reported as
-OOM. MFU = model FLOPs/s (minigpt/flops.py, 6N + attention) over the GPU's dense peak for that
+OOM. MFU = model FLOPs/s (minigpt/model/flops.py, 6N + attention) over the GPU's dense peak for that
 precision (MINIGPT_GPU_PEAK_TFLOPS="fp32,tf32" overrides the built-in table).
 
     python benches/bench_cuda.py                 # B = 8, 16, 32 at T = 1024
@@ -21,8 +21,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit, table  # noqa: E402
 
-from minigpt import GPT, GPTConfig, ops_cuda  # noqa: E402
-from minigpt.flops import flops_per_token  # noqa: E402
+from minigpt.model import GPT, GPTConfig, ops_cuda  # noqa: E402
+from minigpt.model.flops import flops_per_token  # noqa: E402
 
 # dense peaks in TFLOP/s (fp32 CUDA cores, TF32 tensor cores), from NVIDIA's data sheets
 PEAKS = {"H100": (67.0, 495.0), "H200": (67.0, 495.0), "A100": (19.5, 156.0), "L4": (30.3, 60.0),

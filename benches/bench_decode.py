@@ -6,7 +6,7 @@ PyTorch CPU running the same GPT-2 124M weights with its own KV-cache loop, in t
 
 Random weights are fine (the arithmetic does not depend on them). Batch-1 decoding reads every
 weight once per token, so memory bandwidth bounds it: bf16 weights halve the bytes. The bench
-measures that bound itself, in every round: a plain streaming read (kvcache_c.stream_read, all
+measures that bound itself, in every round: a plain streaming read (ops_decode_c.stream_read, all
 threads) of a buffer the size of the fp32 weights; decode is reported as a share of it.
 Usage: python benches/bench_decode.py [--steps N]
 """
@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-# both sides' OpenMP threads sleep, not spin, while they wait (see minigpt/kvcache_c.py): set
+# both sides' OpenMP threads sleep, not spin, while they wait (see minigpt/ops_decode_c.py): set
 # before minigpt or torch loads an OpenMP runtime, so the two run under the same policy
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -24,7 +24,9 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit, table, threads, torch_or_none  # noqa: E402
 
-from minigpt import GPT, GPTConfig, kvcache  # noqa: E402
+from minigpt.inference import kvcache
+from minigpt.model import backend  # noqa: E402
+from minigpt.model import GPT, GPTConfig  # noqa: E402
 
 PROMPT = 64
 
@@ -108,13 +110,13 @@ def main():
     ap.add_argument("--repeat", type=int, default=4, help="interleaved rounds")
     args = ap.parse_args()
     n = threads()
-    if not kvcache.c_available():
+    if not ("c" in backend.available()):
         print("minigpt._decode is not built (pip install -e .): nothing to measure")
         emit({"skipped": "minigpt._decode not built"})
         return
-    from minigpt import kvcache_c
-    kvcache_c.set_threads(n)
-    kern = kvcache.kernels("c")
+    from minigpt.model import ops_decode_c
+    ops_decode_c.set_threads(n)
+    kern = backend.decode_kernels("c")
     torch = torch_or_none(n)
     cfg = GPTConfig()  # GPT-2 124M
     model = GPT(cfg, backend="numpy", seed=0)
@@ -139,7 +141,7 @@ def main():
         times = {name: ([], []) for name in runs}
         for _ in range(args.repeat):
             t0 = time.perf_counter()
-            kvcache_c.stream_read(probe)
+            ops_decode_c.stream_read(probe)
             bandwidth.append(probe.nbytes / (time.perf_counter() - t0) / 1e9)
             for name, (prefill, decode) in runs.items():
                 for fn, ts in zip((prefill, decode), times[name]):
@@ -161,7 +163,7 @@ def main():
         r.insert(5, f"{100 * r[4] / bw:.0f}%")
     table(rows, ["engine", "batch", "decode tok/s", "noise", "weights GB/s", "of read BW", "prefill tok/s", "noise"])
 
-    fig = {"threads": n, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "kernel": kvcache_c.gemm_kernel(),
+    fig = {"threads": n, "omp_wait_policy": os.environ["OMP_WAIT_POLICY"], "kernel": ops_decode_c.gemm_kernel(),
            "fp32_tok_s": round(res["minigpt fp32", 1][1], 2), "half_tok_s": round(res["minigpt bf16", 1][1], 2),
            "fp32_b16_tok_s": round(res["minigpt fp32", 16][1], 2),
            "half_b16_tok_s": round(res["minigpt bf16", 16][1], 2),

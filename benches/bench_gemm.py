@@ -38,12 +38,12 @@ else:
 os.environ.setdefault("OPENBLAS_NUM_THREADS", str(N_THREADS))  # before NumPy loads OpenBLAS
 os.environ.setdefault("OMP_NUM_THREADS", str(N_THREADS))
 # every OpenMP runtime in the process (ours, PyTorch's) sleeps when idle rather than spinning: the
-# same policy on both sides, and the one that holds up on a shared machine (see minigpt/ops_c.py)
+# same policy on both sides, and the one that holds up on a shared machine (see minigpt/model/ops_c.py)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-from minigpt import ops_c  # noqa: E402
+from minigpt.model import ops_c  # noqa: E402
 
 M, C, VP = 4 * 64, 768, 50304
 LAYERS = {"qkv": (C, 3 * C), "attproj": (C, C), "fc": (C, 4 * C), "fcproj": (4 * C, C), "lmhead": (C, VP)}

@@ -1,4 +1,4 @@
-"""Each op, C (minigpt/ops_c.py) against the NumPy reference (minigpt/ops.py), at GPT-2 124M's
+"""Each op, C (minigpt/model/ops_c.py) against the NumPy reference (minigpt/model/ops.py), at GPT-2 124M's
 shapes for B=4, T=64: ms per call, and the ratio c_vs_numpy (NumPy's time over C's).
 
 The matmuls compare whole ops (NumPy's includes its temporaries and the += of the reference); the
@@ -16,12 +16,12 @@ N_THREADS = threads()
 os.environ.setdefault("OPENBLAS_NUM_THREADS", str(N_THREADS))
 os.environ.setdefault("OMP_NUM_THREADS", str(N_THREADS))
 # every OpenMP runtime in the process (ours, PyTorch's) sleeps when idle rather than spinning: the
-# same policy on both sides, and the one that holds up on a shared machine (see minigpt/ops_c.py)
+# same policy on both sides, and the one that holds up on a shared machine (see minigpt/model/ops_c.py)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-from minigpt import ops, ops_c  # noqa: E402
+from minigpt.model import ops, ops_c  # noqa: E402
 
 B, T, C, NH, V, VP = 4, 64, 768, 12, 50257, 50304
 

@@ -27,13 +27,13 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit, table, threads, torch_or_none  # noqa: E402
 
-from minigpt import GPT, GPTConfig  # noqa: E402
-from minigpt.dataloader import DataLoader  # noqa: E402
+from minigpt.model import GPT, GPTConfig  # noqa: E402
+from minigpt.pretrain.dataloader import DataLoader  # noqa: E402
 from minigpt.fileio import write_shard  # noqa: E402
-from minigpt.model import MATRIX_NAMES  # noqa: E402
-from minigpt.train import clip_grad_norm, evaluate, lr_at, train_step  # noqa: E402
+from minigpt.config import MATRIX_NAMES  # noqa: E402
+from minigpt.pretrain.train import clip_grad_norm, evaluate, lr_at, train_step  # noqa: E402
 
-DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data",
+DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests", "data",
                     "tinyshakespeare.txt")
 CFG = GPTConfig(block_size=64, vocab_size=256, n_layer=4, n_head=4, n_embd=128)
 B, T = 12, 64

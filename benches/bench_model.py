@@ -11,7 +11,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import emit, table, threads, timeit, torch_or_none  # noqa: E402
 
-from minigpt import GPT, GPTConfig  # noqa: E402
+from minigpt.model import GPT, GPTConfig  # noqa: E402
 
 CONFIGS = {
     "gpt2-124M": (GPTConfig(), 4, 64),

@@ -4,7 +4,7 @@ and mixed precision: backend "c" with bf16 GEMM operands (--dtype bf16) against 
 
 The sides take turns, round after round, so a burst of load from elsewhere hits all of them; each
 figure is the median over rounds, and c_vs_torch is the median of the per-round ratios (its min and
-max show the noise). tok/s = B*T / step time; GFLOP/s from minigpt/flops.py (6N + attention per
+max show the noise). tok/s = B*T / step time; GFLOP/s from minigpt/model/flops.py (6N + attention per
 token); % of peak against peak_flops(threads).
 With OMP_NUM_THREADS=1 each step is timed in thread CPU time (steady on a busy shared machine).
 Usage: python benches/bench_train_step.py [--rounds N] [--quick (small config only)] [--no-numpy]
@@ -22,15 +22,15 @@ N_THREADS = threads()
 os.environ.setdefault("OPENBLAS_NUM_THREADS", str(N_THREADS))  # NumPy's BLAS: same thread count
 os.environ.setdefault("OMP_NUM_THREADS", str(N_THREADS))
 # every OpenMP runtime in the process (ours, PyTorch's) sleeps when idle rather than spinning: the
-# same policy on both sides, and the one that holds up on a shared machine (see minigpt/ops_c.py)
+# same policy on both sides, and the one that holds up on a shared machine (see minigpt/model/ops_c.py)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
 from common import torch_or_none  # noqa: E402
-from minigpt import GPT, GPTConfig, backend  # noqa: E402
-from minigpt.flops import flops_per_token, peak_flops  # noqa: E402
-from minigpt.model import MATRIX_NAMES  # noqa: E402
+from minigpt.model import GPT, GPTConfig, backend  # noqa: E402
+from minigpt.model.flops import flops_per_token, peak_flops  # noqa: E402
+from minigpt.config import MATRIX_NAMES  # noqa: E402
 
 CONFIGS = {
     "gpt2-124M": (GPTConfig(), 4, 64),

@@ -65,7 +65,7 @@ def emit(figures):
     """The last line of every bench: one JSON object of its figures, with the CPU, minigpt's GEMM
     micro-kernel and NumPy's BLAS kernel, so a figure always says what machine made it."""
     figures = dict(figures, cpu=cpu())
-    ops_c = sys.modules.get("minigpt.ops_c")  # whatever the bench loaded; nothing new is imported
+    ops_c = sys.modules.get("minigpt.model.ops_c")  # whatever the bench loaded; nothing new is imported
     if ops_c is not None:
         figures.setdefault("kernel", ops_c.kernel_name())
     if "numpy" in sys.modules:

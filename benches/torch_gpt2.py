@@ -1,6 +1,6 @@
 """GPT-2 in PyTorch built from minigpt's llm.c-layout parameters: the peer the benches run against.
 
-The same maths as minigpt/model.py (tanh GELU, tied embeddings, LayerNorm eps 1e-5), written the
+The same maths as minigpt/model/gpt.py (tanh GELU, tied embeddings, LayerNorm eps 1e-5), written the
 way a PyTorch user would (F.scaled_dot_product_attention, nn.Parameter, autograd), so a speed ratio
 compares two implementations of one model.
 """

@@ -1,7 +1,7 @@
 /*
  * decode.c: the kernels of GPT-2 inference with a KV cache, in C with OpenMP.
  *
- * The NumPy specification is minigpt/kvcache.py: same function names, same arguments (outputs
+ * The NumPy specification is minigpt/model/ops_decode.py: same function names, same arguments (outputs
  * first, then inputs, then sizes). A "row" is one new token of one stream: row r is token
  * tokens[r] of stream streams[r] at position positions[r]. Decoding is N = batch rows, one per
  * stream; prefill is N = the prompt's tokens. The KV cache of one layer is (B, NH, maxT, hs).

@@ -1,4 +1,4 @@
-/* Every op of GPT-2 in C, forward and backward: the same maths as minigpt/ops.py, which is the
+/* Every op of GPT-2 in C, forward and backward: the same maths as minigpt/model/ops.py, which is the
  * specification (read it first: the shapes are commented there). OpenMP splits the work so that
  * each output element has exactly one writer in a fixed order: results do not depend on the thread
  * count. Inner loops are written to vectorise (`omp simd`, a branch-free exp), so GELU, LayerNorm and

@@ -1,4 +1,4 @@
-/* minigpt C kernels: the same ops, names and argument order as minigpt/ops.py (the specification).
+/* minigpt C kernels: the same ops, names and argument order as minigpt/model/ops.py (the specification).
  *
  * Outputs first, then inputs, then sizes. Backward kernels ACCUMULATE (+=) into their gradient
  * buffers. All tensors are float32, C-contiguous; token ids are int32. Every kernel is deterministic:

@@ -1,6 +1,18 @@
 """minigpt: a complete, inspectable large-language-model stack in Python, NumPy and C.
 
-Read in pipeline order: data/ -> tokenizer/ -> ops.py, model.py -> train.py -> sample.py -> chat/ ...
+Read in pipeline order (the README's table lists every file), bottom to top; imports run only
+downward (tests/test_layout.py checks it):
+
+    fileio.py, config.py, settings.py, plot.py   file formats, the model's shape, settings, pictures
+    tokenizer/    byte-level BPE, special tokens, the chat template
+    data/         web pages -> clean documents -> token shards (FineWeb's pipeline)
+    model/        the ops (NumPy, C, CUDA) and the GPT, forward and backward by hand
+    inference/    KV cache, sampling, the generation engine, `minigpt sample`
+    pretrain/     the built-in corpus, shards, the training loop, checkpoints
+    posttrain/    conversations, SFT, tools, RL, RLHF
+    eval/         losses, bits per byte, multiple choice, pass@k, model sizes
+    chat/         the terminal chat and the OpenAI-compatible server
+    cli.py        the `minigpt` command
 """
 import os
 
@@ -11,13 +23,4 @@ import os
 # imported. On a dedicated machine `export OMP_WAIT_POLICY=ACTIVE` first.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-__version__ = "0.1.0"
-__all__ = ["GPT", "GPTConfig"]
-
-
-def __getattr__(name):
-    # `from minigpt import GPT` loads the model lazily, so `import minigpt.tokenizer` stays light
-    if name in __all__:
-        from . import model
-        return getattr(model, name)
-    raise AttributeError(f"module 'minigpt' has no attribute {name!r}")
+__version__ = "0.2.0"

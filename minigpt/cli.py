@@ -11,31 +11,56 @@ import importlib
 import os
 import sys
 
+from . import __version__
+
 # name -> (module, one-line help), in pipeline order
 SUBCOMMANDS = {
     "data": ("minigpt.data.cli", "web pages (WARC/JSONL/Parquet) -> filtered, deduplicated documents and shards"),
-    "prepare": ("minigpt.prepare", "text files / JSONL -> trained tokenizer + llm.c token shards"),
-    "train": ("minigpt.train", "pretrain a GPT-2 on token shards (no arguments: a built-in corpus)"),
-    "sample": ("minigpt.sample", "generate text from a checkpoint, streaming"),
+    "prepare": ("minigpt.pretrain.prepare", "text files / JSONL -> trained tokenizer + llm.c token shards"),
+    "train": ("minigpt.pretrain.train", "pretrain a GPT-2 on token shards (no arguments: a built-in corpus)"),
+    "sample": ("minigpt.inference.sample", "generate text from a run directory or checkpoint, streaming"),
+    "sft": ("minigpt.posttrain.sft", "supervised fine-tuning: a pretrained run -> a chat model (no arguments: built-in conversations)"),
+    "chat": ("minigpt.chat.terminal", "talk to a chat (SFT) model in the terminal, or ask one question with -p"),
+    "reward": ("minigpt.posttrain.train_reward", "train a reward model on preference pairs (RLHF, part 1)"),
+    "dpo": ("minigpt.posttrain.train_dpo", "fine-tune on preference pairs directly, no reward model (DPO)"),
+    "eval": ("minigpt.eval.cli", "loss, bits per byte, multiple choice and pass@k of a checkpoint"),
+    "size": ("minigpt.eval.size", "parameters, memory, FLOPs and training time of a model shape"),
+    "serve": ("minigpt.chat.server", "an OpenAI-compatible chat server and a web chat page"),
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (exit 2) instead of the whole usage block."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="minigpt", description=__doc__.splitlines()[0])
+    parser = Parser(prog="minigpt", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"minigpt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (_, help_) in SUBCOMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in SUBCOMMANDS:
-        parser.print_help() if not argv else parser.parse_args(argv)
-        return 0 if not argv else 2
+        if not argv:
+            parser.print_help()
+            return 0
+        try:
+            parser.parse_args(argv)  # --help, --version, or an unknown command (exits 2)
+        except SystemExit as e:
+            return e.code
     module = importlib.import_module(SUBCOMMANDS[argv[0]][0])
-    p = argparse.ArgumentParser(prog=f"minigpt {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
+    p = Parser(prog=f"minigpt {argv[0]}", description=SUBCOMMANDS[argv[0]][1])
     module.add_arguments(p)
-    args = p.parse_args(argv[1:])
+    try:
+        args = p.parse_args(argv[1:])  # a bad flag: argparse prints one usage line + the error, exit 2
+    except SystemExit as e:
+        return e.code
     try:
         return module.run(args)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RuntimeError) as e:
         # bad input (a missing or damaged file, an id out of range, ...): the message says what is
         # wrong, so print it, not a traceback; MINIGPT_DEBUG=1 shows where it came from
         if os.environ.get("MINIGPT_DEBUG"):

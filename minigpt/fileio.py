@@ -9,10 +9,13 @@ so a crash mid-write never leaves a half-written file under the real name.
                  [1]=5 (bf16, as llm.c): same header, the 16 tensors as bf16 (half the bytes)
     token shard  [0]=20240520 [1]=1 [2]=number of tokens                          then uint16 tokens
 """
+import json
 import os
 import tempfile
 
 import numpy as np
+
+from .config import GPTConfig, num_parameters
 
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
@@ -25,21 +28,48 @@ class FileFormatError(ValueError):
     """A file is not what its reader expects: wrong magic, version, sizes or length."""
 
 
+class AtomicWriter:
+    """A temp file beside `path` (a unique name, so parallel writers never share one); commit()
+    flushes it to disk (fsync) and renames it over `path`, atomic on POSIX: a reader, or a run
+    killed mid-write, never sees half a file. abort() drops it. The one way minigpt writes files."""
+
+    def __init__(self, path, mode="wb"):
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, self.tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+        self.path = path
+        self.f = os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+    def write(self, data):
+        return self.f.write(data)
+
+    def commit(self):
+        self.f.flush()
+        os.fsync(self.f.fileno())
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self):
+        self.f.close()
+        if os.path.exists(self.tmp):
+            os.unlink(self.tmp)
+
+
 def atomic_write(path, write):
-    """Call write(f) on a temp file beside `path`, then rename it over `path` (atomic on POSIX)."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    """Call write(f) on an AtomicWriter's file, then commit it; on any error nothing is replaced."""
+    w = AtomicWriter(path)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write(w.f)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        w.abort()
         raise
+    w.commit()
+
+
+def write_json(path, obj):
+    """obj as indented JSON, written atomically."""
+    atomic_write(path, lambda f: f.write((json.dumps(obj, indent=1) + "\n").encode("utf-8")))
 
 
 def make_header(*values):
@@ -159,8 +189,6 @@ def write_checkpoint_bf16(path, config, params_memory):
 
 def read_checkpoint_raw(path):
     """Read an llm.c checkpoint as stored: (GPTConfig, flat float32 (v3) or uint16 bf16 (v5) parameters)."""
-    from .model import GPTConfig, num_parameters  # the model defines the tensor shapes
-
     if not os.path.exists(path):
         raise FileNotFoundError(f"model checkpoint not found: {path}")
     header = read_header(path, CHECKPOINT_MAGIC, {CHECKPOINT_VERSION_FP32, CHECKPOINT_VERSION_BF16},
@@ -178,3 +206,36 @@ def read_checkpoint_raw(path):
     check_length(path, HEADER_BYTES + np.dtype(dtype).itemsize * n, "model checkpoint")
     params = np.fromfile(path, dtype=dtype, count=n, offset=HEADER_BYTES)
     return config, params.astype(np.float32 if dtype == "<f4" else np.uint16, copy=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# run directories: what `minigpt train` (and sft, rl, ...) leave, and what the other commands accept
+
+CHECKPOINT_NAME = "ckpt_{step:06d}"       # + .bin (the model) and .state (the rest: pretrain/checkpoint.py)
+TOKENIZER_FILE = "tokenizer.model"        # the run's tokenizer, copied in when the run starts
+
+
+def checkpoint_steps(run_dir):
+    """Steps that have a model file in run_dir, oldest first."""
+    steps = []
+    for name in os.listdir(run_dir):
+        if name.startswith("ckpt_") and name.endswith(".bin") and name[5:-4].isdigit():
+            steps.append(int(name[5:-4]))
+    return sorted(steps)
+
+
+def resolve_model(path):
+    """A run directory (its newest checkpoint) or a checkpoint file -> (model path, the run's
+    tokenizer path or None). The tokenizer is the run directory's tokenizer.model."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        steps = checkpoint_steps(path)
+        if not steps:
+            raise FileNotFoundError(f"{path}: no checkpoints (ckpt_*.bin) in this directory")
+        model = os.path.join(path, CHECKPOINT_NAME.format(step=steps[-1]) + ".bin")
+    elif os.path.isfile(path):
+        model = path
+    else:
+        raise FileNotFoundError(f"{path}: no such run directory or checkpoint file")
+    tok = os.path.join(os.path.dirname(os.path.abspath(model)), TOKENIZER_FILE)
+    return model, (tok if os.path.isfile(tok) else None)

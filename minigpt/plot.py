@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from .fileio import atomic_write
+
 
 def pyplot():
     """matplotlib's pyplot drawing to files (no display needed), or None if it is not installed."""
@@ -20,10 +22,10 @@ def pyplot():
 def save(fig, png_path):
     """Write the figure via a temp file and a rename: a reader never sees half a PNG."""
     import matplotlib.pyplot as plt
-    tmp = png_path + ".tmp.png"
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    os.replace(tmp, png_path)
+    try:
+        atomic_write(png_path, lambda f: fig.savefig(f, format="png", dpi=110))
+    finally:
+        plt.close(fig)
     return png_path
 
 

@@ -2,9 +2,9 @@
 hypothesis-drawn shapes, and the device-resident model against PyTorch (the fixture) and over 10
 AdamW steps. Without a GPU the kernel and GPU-model tests skip with the reason.
 
-The model driver (minigpt/gpt_cuda.py: buffer layout, one-layer gradient scratch, host/device
+The model driver (minigpt/model/gpt_cuda.py: buffer layout, one-layer gradient scratch, host/device
 syncing) is also run on the CPU against HostLib below: minigpt._cuda's C interface implemented by
-minigpt/ops.py on host memory. That checks the driver everywhere; only the .cu kernels need a GPU.
+minigpt/model/ops.py on host memory. That checks the driver everywhere; only the .cu kernels need a GPU.
 """
 import importlib.util
 import math
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minigpt import GPT, GPTConfig, ops
-from minigpt import ops_cuda as k
+from minigpt.model import GPT, GPTConfig, ops
+from minigpt.model import ops_cuda as k
 from torch_parity import assert_matches_torch, load_fixture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +43,7 @@ def test_cuda_sources_compile_and_link():
 
 
 # --------------------------------------------------------------------------------------------------
-# every kernel against minigpt/ops.py, on the GPU
+# every kernel against minigpt/model/ops.py, on the GPU
 
 def rand(rng, *shape):
     return rng.standard_normal(shape).astype(np.float32)
@@ -231,7 +231,7 @@ def test_adamw(N, t, wd, seed):
 
 
 # --------------------------------------------------------------------------------------------------
-# HostLib: minigpt._cuda's interface on the CPU, by minigpt/ops.py, to test the driver without a GPU
+# HostLib: minigpt._cuda's interface on the CPU, by minigpt/model/ops.py, to test the driver without a GPU
 
 class HostLib:
     """Fresh allocations are filled with NaN bytes, as device memory is not zeroed: a buffer the driver

@@ -5,7 +5,6 @@ import json
 import os
 from collections import Counter
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -18,9 +17,9 @@ from minigpt.data import pipeline as P  # noqa: E402
 from minigpt.data.readers import read_documents  # noqa: E402
 from minigpt.fileio import read_shard  # noqa: E402
 
-WARC_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "warc"
-needs_data = pytest.mark.skipif(not WARC_DIR.is_dir(), reason=f"test data not found at {WARC_DIR} "
-                                "(a fresh checkout has no ../shared/data)")
+from conftest import WARC_DIR  # noqa: E402
+
+WARC_DIR = Path(WARC_DIR)
 DEBIAN = WARC_DIR / "debian-reference-4lang.warc.gz"
 QUALITY = "gopher_repetition,gopher_quality,c4,fineweb".split(",")
 
@@ -40,7 +39,6 @@ def jsonl_records(directory):
 # ------------------------------------------------------------------------------------------------
 # readers
 
-@needs_data
 @pytest.mark.parametrize("name, n_docs, error", [
     ("clipped.warc.gz", 0, "truncated_record"),       # the only response is cut mid-body
     ("example-trunc.warc", 0, "bad_record_length"),   # its response runs past its Content-Length
@@ -55,7 +53,6 @@ def test_bad_warcs_counted_not_raised(name, n_docs, error):
     assert all(d["html"] and d["url"].startswith("http") for d in docs)
 
 
-@needs_data
 def test_truncated_warc_keeps_records_before_the_break(tmp_path):
     # cut the 66-record Debian WARC in the middle: every record before the cut is read
     raw = DEBIAN.read_bytes()
@@ -94,7 +91,6 @@ def lang_of(url):
     return url.rsplit("/", 1)[1].split(".")[1]
 
 
-@needs_data
 def test_language_id_keeps_english_drops_others(tmp_path):
     cfg = P.default_config(skip=QUALITY + ["minhash"])
     s = P.run_pipeline([str(DEBIAN)], str(tmp_path / "en"), cfg, progress=False)
@@ -119,7 +115,6 @@ def test_language_id_keeps_english_drops_others(tmp_path):
     assert kept["de"] == 18 and kept["zh-cn"] == 15 and kept["fr"] >= 14 and s["documents_out"] == 66 - len(reasons)
 
 
-@needs_data
 def test_minhash_removes_mirrors_keeps_chapters(tmp_path):
     from minigpt.data import minhash as M
     cfg = P.default_config(languages=None, language_threshold=0.0, skip=QUALITY)
@@ -145,7 +140,6 @@ def test_minhash_removes_mirrors_keeps_chapters(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # whole runs: resume, parallel, CLI, shards
 
-@needs_data
 def test_resume_after_crash_matches_clean_run(tmp_path, monkeypatch):
     inputs = [str(WARC_DIR / n) for n in ("example.warc.gz", "debian-reference-4lang.warc.gz", "clipped.warc.gz")]
     clean = P.run_pipeline(inputs, str(tmp_path / "clean"), progress=False)
@@ -173,7 +167,6 @@ def test_resume_after_crash_matches_clean_run(tmp_path, monkeypatch):
     assert jsonl_records(tmp_path / "resumed" / "documents") == jsonl_records(tmp_path / "clean" / "documents")
 
 
-@needs_data
 def test_parallel_equals_serial_and_cli(tmp_path, capsys):
     from minigpt.cli import main
     inputs = [str(WARC_DIR / n) for n in sorted(os.listdir(WARC_DIR))]
@@ -198,7 +191,6 @@ def byte_tokenizer():
     return Tokenizer.train("", vocab_size=256)
 
 
-@needs_data
 def test_warc_to_jsonl_to_shards(tmp_path):
     cfg = P.default_config(languages=None, skip=QUALITY)
     s = P.run_pipeline([str(WARC_DIR / "cc-main-2020-34-sample.warc.gz"), str(DEBIAN)], str(tmp_path), cfg,
@@ -216,16 +208,23 @@ def test_warc_to_jsonl_to_shards(tmp_path):
 def test_shards_split_small_corpus_into_val_and_train(tmp_path):
     from minigpt.data.shards import write_shards
     tok = byte_tokenizer()
-    paths = write_shards(["hello", "world!"], tok, str(tmp_path), 1000)
+    docs = [tok.encode_ordinary(t) for t in ["hello", "world!"]]
+    paths = write_shards(docs, tok.eot, str(tmp_path), 1000)
     assert [Path(p).name for p in paths] == ["data_val_000000.bin", "data_train_000001.bin"]
     both = np.concatenate([read_shard(p) for p in paths])
     assert both.tolist() == [256, *b"hello", 256, *b"world!"]
-    big = SimpleNamespace(eot=70_000, encode_ordinary=tok.encode_ordinary)  # an id past uint16
+    with pytest.raises(ValueError, match="uint16"):                  # an id past uint16
+        write_shards([[1]], 70_000, str(tmp_path), 1000)
     with pytest.raises(ValueError, match="uint16"):
-        write_shards(["x"], big, str(tmp_path), 1000)
+        write_shards([[70_000]], 256, str(tmp_path), 1000)
+    # prepare's split: the first val_tokens tokens in val shards of their own, the rest train
+    paths = write_shards(docs, tok.eot, str(tmp_path / "split"), 4, val_tokens=3)
+    names = [Path(p).name for p in paths]
+    assert names[0] == "data_val_000000.bin" and all("_train_" in n for n in names[1:])
+    assert [len(read_shard(p)) for p in paths] == [3, 4, 4, 2]
+    assert np.concatenate([read_shard(p) for p in paths]).tolist() == [256, *b"hello", 256, *b"world!"]
 
 
-@needs_data
 def test_end_to_end_warc_to_shards_to_training(tmp_path):
     from minigpt.cli import main
     """The recipe's first three stages joined: Common Crawl-style WARC -> FineWeb filters -> GPT-2

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from minigpt.dataloader import DataLoader
+from minigpt.pretrain.dataloader import DataLoader
 from minigpt.fileio import write_shard
 
 

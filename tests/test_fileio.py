@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from minigpt import GPT, GPTConfig
+from minigpt.model import GPT, GPTConfig
 from minigpt.fileio import (HEADER_BYTES, FileFormatError, atomic_write, read_checkpoint, read_shard,
                             write_shard)
 

@@ -1,5 +1,5 @@
-"""minigpt/flops.py: the peak that MFU figures divide by, per CPU class."""
-from minigpt.flops import fma_lanes_per_cycle, peak_flops
+"""minigpt/model/flops.py: the peak that MFU figures divide by, per CPU class."""
+from minigpt.model.flops import fma_lanes_per_cycle, peak_flops
 
 
 def cpu(vendor, family, flags):

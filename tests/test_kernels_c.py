@@ -1,4 +1,4 @@
-"""The C kernels (csrc/, minigpt/ops_c.py) against the NumPy reference (minigpt/ops.py).
+"""The C kernels (csrc/, minigpt/model/ops_c.py) against the NumPy reference (minigpt/model/ops.py).
 
 Every kernel on shapes hypothesis draws (size 1, odd sizes, sizes that are not multiples of the
 GEMM's 6 x 16 micro-tile or 256-deep K blocks), in float32 against the reference computed in float64
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt import GPT, GPTConfig, ops
+from minigpt.model import GPT, GPTConfig, ops
 
-ops_c = pytest.importorskip("minigpt.ops_c", reason="the C backend is not built (pip install -e .)")
+ops_c = pytest.importorskip("minigpt.model.ops_c", reason="the C backend is not built (pip install -e .)")
 
 RTOL, ATOL = 2e-5, 2e-5  # fp32 against fp64: rounding of sums of a few hundred terms
 

@@ -5,14 +5,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt import GPT, GPTConfig, backend, kvcache
+from minigpt.inference import kvcache
+from minigpt.model import ops_decode
+from minigpt.model import GPT, GPTConfig, backend
 from minigpt.fileio import (FileFormatError, bf16_to_f32, f32_to_bf16, read_checkpoint, read_checkpoint_raw,
                             write_checkpoint_bf16)
-from minigpt.model import PARAM_NAMES
+from minigpt.config import PARAM_NAMES
 
-KERNELS = ["numpy"] + (["c"] if kvcache.c_available() else [])
+KERNELS = ["numpy"] + (["c"] if ("c" in backend.available()) else [])
 BACKENDS = [b for b in backend.available() if b != "cuda"]  # the full forward: every CPU backend
-needs_c = pytest.mark.skipif(not kvcache.c_available(), reason="minigpt._decode not built (pip install -e .)")
+needs_c = pytest.mark.skipif(not ("c" in backend.available()), reason="minigpt._decode not built (pip install -e .)")
 
 
 def tiny_model(V=70, L=2, NH=2, C=16, maxT=24, seed=0):
@@ -43,7 +45,7 @@ def full_logits(model, idx, be="numpy"):
 @given(N=st.integers(1, 9), C=st.integers(1, 37), OC=st.integers(1, 23), bias=st.booleans(),
        half=st.booleans(), seed=st.integers(0, 2**16))
 def test_matvec_c_matches_numpy(N, C, OC, bias, half, seed):
-    from minigpt import kvcache_c
+    from minigpt.model import ops_decode_c
     rng = np.random.default_rng(seed)
     inp = rng.standard_normal((N, C)).astype(np.float32)
     w = rng.standard_normal((OC, C)).astype(np.float32)
@@ -52,12 +54,12 @@ def test_matvec_c_matches_numpy(N, C, OC, bias, half, seed):
     b = rng.standard_normal(OC).astype(np.float32) if bias else None
     ours, ref = np.empty((N, OC), np.float32), np.empty((N, OC), np.float32)
     fn = "matvec_forward_bf16" if half else "matvec_forward"
-    getattr(kvcache_c, fn)(ours, inp, w, b, N, C, OC)
-    getattr(kvcache, fn)(ref, inp, w, b, N, C, OC)
+    getattr(ops_decode_c, fn)(ours, inp, w, b, N, C, OC)
+    getattr(ops_decode, fn)(ref, inp, w, b, N, C, OC)
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5 * np.sqrt(C))
     # each output is the same sum whatever the batch: row 0 alone gives the same bits
     alone = np.empty((1, OC), np.float32)
-    getattr(kvcache_c, fn)(alone, inp[:1].copy(), w, b, 1, C, OC)
+    getattr(ops_decode_c, fn)(alone, inp[:1].copy(), w, b, 1, C, OC)
     np.testing.assert_array_equal(alone[0], ours[0])
 
 
@@ -65,9 +67,9 @@ def test_matvec_c_matches_numpy(N, C, OC, bias, half, seed):
 @settings(max_examples=20, deadline=None)
 @given(n=st.one_of(st.integers(1, 40), st.integers(4090, 9000)), seed=st.integers(0, 2**16))
 def test_stream_read_is_a_sum(n, seed):
-    from minigpt import kvcache_c
+    from minigpt.model import ops_decode_c
     x = np.random.default_rng(seed).standard_normal(n).astype(np.float32)
-    assert abs(kvcache_c.stream_read(x) - x.astype(np.float64).sum()) <= 1e-6 * n * np.abs(x).max()
+    assert abs(ops_decode_c.stream_read(x) - x.astype(np.float64).sum()) <= 1e-6 * n * np.abs(x).max()
 
 
 @needs_c
@@ -76,7 +78,7 @@ def test_stream_read_is_a_sum(n, seed):
        bias=st.booleans(), half=st.booleans(), seed=st.integers(0, 2**16))
 def test_prefill_rows_go_through_the_gemm(N, C, OC, bias, half, seed):
     """From 48 rows on (csrc/decode.c GEMM_ROWS) the matvec is the packed GEMM: same reference."""
-    from minigpt import kvcache_c
+    from minigpt.model import ops_decode_c
     rng = np.random.default_rng(seed)
     inp = rng.standard_normal((N, C)).astype(np.float32)
     w = rng.standard_normal((OC, C)).astype(np.float32)
@@ -85,8 +87,8 @@ def test_prefill_rows_go_through_the_gemm(N, C, OC, bias, half, seed):
     b = rng.standard_normal(OC).astype(np.float32) if bias else None
     ours, ref = np.empty((N, OC), np.float32), np.empty((N, OC), np.float32)
     fn = "matvec_forward_bf16" if half else "matvec_forward"
-    getattr(kvcache_c, fn)(ours, inp, w, b, N, C, OC)
-    getattr(kvcache, fn)(ref, inp, w, b, N, C, OC)
+    getattr(ops_decode_c, fn)(ours, inp, w, b, N, C, OC)
+    getattr(ops_decode, fn)(ref, inp, w, b, N, C, OC)
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5 * np.sqrt(C))
 
 
@@ -95,7 +97,7 @@ def test_prefill_rows_go_through_the_gemm(N, C, OC, bias, half, seed):
 @given(B=st.integers(1, 3), NH=st.integers(1, 3), hs=st.integers(1, 9), maxT=st.integers(1, 12),
        data=st.data())
 def test_attention_and_kv_write_c_match_numpy(B, NH, hs, maxT, data):
-    from minigpt import kvcache_c
+    from minigpt.model import ops_decode_c
     C = NH * hs
     rng = np.random.default_rng(data.draw(st.integers(0, 2**16)))
     # rows: distinct (stream, position) pairs, each stream filled below its rows
@@ -106,13 +108,13 @@ def test_attention_and_kv_write_c_match_numpy(B, NH, hs, maxT, data):
     qkv = rng.standard_normal((N, 3 * C)).astype(np.float32)
     caches = [rng.standard_normal((B, NH, maxT, hs)).astype(np.float32) for _ in range(4)]
     k1, v1, k2, v2 = caches[0], caches[1], caches[0].copy(), caches[1].copy()
-    kvcache.kv_write(k1, v1, qkv, streams, positions, N, C, NH, maxT)
-    kvcache_c.kv_write(k2, v2, qkv, streams, positions, N, C, NH, maxT)
+    ops_decode.kv_write(k1, v1, qkv, streams, positions, N, C, NH, maxT)
+    ops_decode_c.kv_write(k2, v2, qkv, streams, positions, N, C, NH, maxT)
     np.testing.assert_array_equal(k1, k2)
     np.testing.assert_array_equal(v1, v2)
     ref, ours = np.empty((N, C), np.float32), np.empty((N, C), np.float32)
-    kvcache.attention_cached(ref, qkv, k1, v1, streams, positions, N, C, NH, maxT)
-    kvcache_c.attention_cached(ours, qkv, k2, v2, streams, positions, N, C, NH, maxT)
+    ops_decode.attention_cached(ref, qkv, k1, v1, streams, positions, N, C, NH, maxT)
+    ops_decode_c.attention_cached(ours, qkv, k2, v2, streams, positions, N, C, NH, maxT)
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -120,29 +122,29 @@ def test_attention_and_kv_write_c_match_numpy(B, NH, hs, maxT, data):
 @settings(max_examples=20)
 @given(N=st.integers(1, 5), C=st.integers(1, 40), seed=st.integers(0, 2**16))
 def test_layernorm_and_gelu_c_match_numpy(N, C, seed):
-    from minigpt import kvcache_c
+    from minigpt.model import ops_decode_c
     rng = np.random.default_rng(seed)
     x = (3 * rng.standard_normal((N, C)) + 1).astype(np.float32)
     w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
     ref, ours = np.empty_like(x), np.empty_like(x)
-    kvcache.layernorm_cached(ref, x, w, b, N, C)
-    kvcache_c.layernorm_cached(ours, x, w, b, N, C)
+    ops_decode.layernorm_cached(ref, x, w, b, N, C)
+    ops_decode_c.layernorm_cached(ours, x, w, b, N, C)
     np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
-    kvcache.gelu_forward(ref, x, N * C)
-    kvcache_c.gelu_forward(ours, x, N * C)
+    ops_decode.gelu_forward(ref, x, N * C)
+    ops_decode_c.gelu_forward(ours, x, N * C)
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
 
 
 @needs_c
 def test_c_wrappers_reject_wrong_arrays():
-    from minigpt import kvcache_c
+    from minigpt.model import ops_decode_c
     out = np.empty((2, 3), np.float32)
     with pytest.raises(TypeError, match="float32"):
-        kvcache_c.matvec_forward(out, np.zeros((2, 4)), np.zeros((3, 4), np.float32), None, 2, 4, 3)
+        ops_decode_c.matvec_forward(out, np.zeros((2, 4)), np.zeros((3, 4), np.float32), None, 2, 4, 3)
     with pytest.raises(TypeError, match="contiguous"):
-        kvcache_c.matvec_forward(out, np.zeros((4, 2), np.float32).T, np.zeros((3, 4), np.float32), None, 2, 4, 3)
+        ops_decode_c.matvec_forward(out, np.zeros((4, 2), np.float32).T, np.zeros((3, 4), np.float32), None, 2, 4, 3)
     with pytest.raises(ValueError, match="matvec"):
-        kvcache_c.matvec_forward(out, np.zeros((2, 4), np.float32), np.zeros((3, 5), np.float32), None, 2, 4, 3)
+        ops_decode_c.matvec_forward(out, np.zeros((2, 4), np.float32), np.zeros((3, 5), np.float32), None, 2, 4, 3)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -161,7 +163,7 @@ def test_cached_logits_equal_full_forward(kern, be, data):
     full = full_logits(model, idx, be)
     w = kvcache.DecodeWeights.from_model(model)
     cache = kvcache.KVCache(model.config, 1)
-    k = kvcache.kernels(kern)
+    k = backend.decode_kernels(kern)
     # prefill asking for every row's logits, then decode the rest one token at a time
     pre = kvcache.forward_cached(w, cache, idx[:split], [0] * split, range(split), k)
     steps = [kvcache.decode_step(w, cache, [t], [0], k)[0] for t in idx[split:]]
@@ -176,7 +178,7 @@ MODEL = tiny_model()
 def test_streams_of_different_lengths_in_one_batch(kern):
     """Three streams, prefilled together with their own lengths, then decoded together: each row's
     logits equal that stream's full forward."""
-    model, k = MODEL, kvcache.kernels(kern)
+    model, k = MODEL, backend.decode_kernels(kern)
     rng = np.random.default_rng(0)
     seqs = [rng.integers(0, 70, n).tolist() for n in (9, 5, 15)]
     w = kvcache.DecodeWeights.from_model(model)
@@ -199,7 +201,7 @@ def test_kernel_sets_agree_and_bf16_weights_match_their_spec():
         outs = []
         for kern in KERNELS:
             cache = kvcache.KVCache(model.config, 1)
-            outs.append(kvcache.forward_cached(w, cache, idx, [0] * 19, range(19), kvcache.kernels(kern)))
+            outs.append(kvcache.forward_cached(w, cache, idx, [0] * 19, range(19), backend.decode_kernels(kern)))
         for o in outs[1:]:
             np.testing.assert_allclose(o, outs[0], rtol=1e-4, atol=2e-5)
         if half:  # bf16 weights are the fp32 model with every parameter rounded to bf16
@@ -214,15 +216,15 @@ def test_bad_rows():
     w = kvcache.DecodeWeights.from_model(model)
     cache = kvcache.KVCache(model.config, 2, maxT=8)
     with pytest.raises(ValueError, match="vocab_size"):
-        kvcache.forward_cached(w, cache, [70], [0], [0], kvcache)
+        kvcache.forward_cached(w, cache, [70], [0], [0], ops_decode)
     with pytest.raises(ValueError, match="positions"):
-        kvcache.forward_cached(w, cache, [1], [0], [8], kvcache)
+        kvcache.forward_cached(w, cache, [1], [0], [8], ops_decode)
     with pytest.raises(ValueError, match="streams"):
-        kvcache.forward_cached(w, cache, [1], [2], [0], kvcache)
+        kvcache.forward_cached(w, cache, [1], [2], [0], ops_decode)
     with pytest.raises(ValueError, match="gap"):
-        kvcache.forward_cached(w, cache, [1, 2], [0, 0], [0, 2], kvcache)
+        kvcache.forward_cached(w, cache, [1, 2], [0, 0], [0, 2], ops_decode)
     with pytest.raises(ValueError, match="one token per prompt"):
-        kvcache.prefill(w, cache, [[1], []], kvcache)
+        kvcache.prefill(w, cache, [[1], []], ops_decode)
     with pytest.raises(ValueError, match="block_size"):
         kvcache.KVCache(model.config, 1, maxT=model.config.block_size + 1)
 

@@ -4,8 +4,8 @@ import math
 import numpy as np
 import pytest
 
-from minigpt import GPT, GPTConfig, backend
-from minigpt.model import PARAM_NAMES
+from minigpt.model import GPT, GPTConfig, backend
+from minigpt.config import PARAM_NAMES
 from torch_parity import assert_matches_torch, load_fixture
 
 CPU_BACKENDS = [b for b in backend.available() if b != "cuda"]
@@ -164,6 +164,6 @@ def test_bad_inputs():
 
 
 def test_gpt2_124M_size():
-    from minigpt.model import num_parameters
+    from minigpt.config import num_parameters
     assert num_parameters(GPTConfig()) == 124_475_904
     assert num_parameters(GPTConfig(padded_vocab_size=50257)) == 124_439_808

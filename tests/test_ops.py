@@ -7,7 +7,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minigpt import ops
+from minigpt.model import ops
 
 EPS = 1e-6
 

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from minigpt import GPT, GPTConfig
+from minigpt.model import GPT, GPTConfig
 from minigpt.cli import main
 
 pytest.importorskip("matplotlib")
@@ -29,7 +29,7 @@ def test_sample_cli_writes_an_attention_map(tmp_path, capsys):
     cfg = GPTConfig(block_size=32, vocab_size=60, n_layer=1, n_head=2, n_embd=8)
     GPT(cfg, backend="numpy", seed=1).save(tmp_path / "model.bin")
     png = tmp_path / "att.png"
-    assert main(["sample", "--checkpoint", str(tmp_path / "model.bin"), "--prompt-ids", "1 2 3",
-                 "-n", "5", "-t", "0", "--attention", str(png)]) == 0
+    assert main(["sample", str(tmp_path / "model.bin"), "--prompt-ids", "1 2 3",
+                 "--max-new-tokens", "5", "--temperature", "0", "--attention", str(png)]) == 0
     assert png.read_bytes()[:8] == PNG
     assert "attention map" in capsys.readouterr().err

@@ -8,12 +8,15 @@ import sys
 import numpy as np
 import pytest
 
-from minigpt import GPT, kvcache
+from minigpt.inference import kvcache
+from minigpt.model import backend
+from minigpt.model import GPT
 from minigpt.fileio import write_checkpoint_bf16
-from minigpt.sample import generate, write_llmc_tokenizer
+from conftest import SHAKESPEARE
+from minigpt.inference.generate import generate
+from minigpt.tokenizer.files import write_llmc_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHAKESPEARE = os.path.join(os.path.dirname(ROOT), "shared", "data", "tinyshakespeare.txt")
 EOT = 256
 
 # Train a byte-level model for a few hundred steps. It runs in a child process so that its tiny
@@ -21,7 +24,7 @@ EOT = 256
 TRAIN = r"""
 import sys
 import numpy as np
-from minigpt import GPT, GPTConfig
+from minigpt.model import GPT, GPTConfig
 path, out = sys.argv[1], sys.argv[2]
 text = open(path, "rb").read()[:5000] if path != "-" else (b"the quick brown fox jumps over the lazy dog. " * 100)
 data = np.frombuffer(text, dtype=np.uint8).astype(np.int64)
@@ -47,7 +50,7 @@ def trained(tmp_path_factory):
     ck16 = str(d / "model16.bin")
     write_checkpoint_bf16(ck16, model.config, model.params_memory)
     tok = str(d / "tok.bin")
-    write_llmc_tokenizer(tok, [bytes([i]) for i in range(256)] + [b"<|endoftext|>"], EOT)
+    write_llmc_table(tok, [bytes([i]) for i in range(256)] + [b"<|endoftext|>"], EOT)
     return dict(dir=d, model=model, ck=ck, ck16=ck16, tok=tok)
 
 
@@ -84,7 +87,7 @@ def test_run_c_greedy_equals_python(trained, run_bin, which):
     ids = run_c(run_bin, trained[which], "-z", trained["tok"], "-I", " ".join(map(str, prompt)),
                 "-n", 40, "-t", 0, "-o", "ids").stdout.split()
     assert list(map(int, ids)) == want
-    for kern in kvcache.c_available() and ["numpy"] or []:  # the NumPy spec agrees too
+    for kern in ("c" in backend.available()) and ["numpy"] or []:  # the NumPy spec agrees too
         assert generate(weights, prompt, max_new_tokens=40, temperature=0, kernels=kern)[0] == want
     # text in, text out: the prompt is encoded byte by byte, the output streamed as bytes
     text = run_c(run_bin, trained[which], "-z", trained["tok"], "-i", "First Citizen:\n", "-n", 40, "-t", 0).stdout

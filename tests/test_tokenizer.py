@@ -1,5 +1,4 @@
 """Tokenizer behaviour: training, round trips, special tokens, files, bad input."""
-import os
 import struct
 
 import pytest
@@ -8,21 +7,13 @@ from hypothesis import given, settings, strategies as st
 from minigpt.tokenizer import Tokenizer, bpe, fast
 from minigpt.tokenizer.files import read_llmc, read_tiktoken
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
-SHAKESPEARE = os.path.join(DATA, "tinyshakespeare.txt")
-GPT2_RANKS = os.path.join(DATA, "gpt2.tiktoken")
+from conftest import GPT2_RANKS, SHAKESPEARE
 needs_c = pytest.mark.skipif(not fast.available(), reason="C extension minigpt._bpe not built")
-
-
-def data_file(path):
-    if not os.path.exists(path):
-        pytest.skip(f"test data {path} is absent (it lives in ../shared/data/ beside the repo)")
-    return path
 
 
 @pytest.fixture(scope="module")
 def shakespeare():
-    with open(data_file(SHAKESPEARE), encoding="utf-8") as f:
+    with open(SHAKESPEARE, encoding="utf-8") as f:
         return f.read()
 
 
@@ -149,7 +140,7 @@ def test_bad_input(tmp_path):
 
 
 def test_llmc_bin(tmp_path):
-    ranks = read_tiktoken(data_file(GPT2_RANKS))
+    ranks = read_tiktoken(GPT2_RANKS)
     tok = Tokenizer.from_tiktoken(GPT2_RANKS, pattern="gpt2", special_tokens={"<|endoftext|>": 50256})
     tok.save_llmc(tmp_path / "gpt2_tokenizer.bin")
     raw = (tmp_path / "gpt2_tokenizer.bin").read_bytes()

@@ -1,5 +1,4 @@
 """Compatibility: our GPT-2 ids equal tiktoken's; the C scanners split exactly as the `regex` patterns."""
-import os
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -9,9 +8,7 @@ from minigpt.tokenizer.files import read_tiktoken
 
 tiktoken = pytest.importorskip("tiktoken", reason="tiktoken (the oracle) is in the test extra")
 
-DATA = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")
-GPT2_RANKS = os.path.join(DATA, "gpt2.tiktoken")
-SHAKESPEARE = os.path.join(DATA, "tinyshakespeare.txt")
+from conftest import GPT2_RANKS, SHAKESPEARE
 needs_c = pytest.mark.skipif(not fast.available(), reason="C extension minigpt._bpe not built")
 
 # text that stresses the split patterns: letters of many scripts, emoji (ZWJ sequences too),
@@ -28,15 +25,9 @@ unicode_text = st.one_of(
 )
 
 
-def data_file(path):
-    if not os.path.exists(path):
-        pytest.skip(f"test data {path} is absent (it lives in ../shared/data/ beside the repo)")
-    return path
-
-
 @pytest.fixture(scope="module")
 def gpt2():
-    ranks = read_tiktoken(data_file(GPT2_RANKS))
+    ranks = read_tiktoken(GPT2_RANKS)
     enc = tiktoken.Encoding(name="gpt2-offline", pat_str=pretokenize.GPT2_PATTERN,
                             mergeable_ranks={t: i for i, t in enumerate(ranks)},
                             special_tokens={"<|endoftext|>": 50256})
@@ -46,7 +37,7 @@ def gpt2():
 
 def test_gpt2_shakespeare_equals_tiktoken(gpt2):
     ours, enc = gpt2
-    with open(data_file(SHAKESPEARE), encoding="utf-8") as f:
+    with open(SHAKESPEARE, encoding="utf-8") as f:
         text = f.read()
     ids = ours.encode_ordinary(text)
     assert len(ids) == 338_025

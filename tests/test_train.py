@@ -6,12 +6,15 @@ import os
 import numpy as np
 import pytest
 
-from minigpt import GPT, GPTConfig, checkpoint
-from minigpt.dataloader import DataLoader
+from minigpt.model import GPT, GPTConfig
+from minigpt.pretrain import checkpoint
+from minigpt.pretrain.dataloader import DataLoader
 from minigpt.fileio import FileFormatError, write_shard
-from minigpt.model import PARAM_NAMES
-from minigpt.prepare import load_tokenizer, prepare, read_documents
-from minigpt.train import clip_grad_norm, lr_at, read_config, sample_text, train_step
+from minigpt.config import PARAM_NAMES
+from minigpt.inference.sampling import SamplingSettings
+from minigpt.pretrain.prepare import load_tokenizer, prepare, read_texts
+from minigpt.pretrain.train import CLASSES, TrainSettings, clip_grad_norm, lr_at, sample_text, train_step
+from minigpt.settings import build, read_config
 
 
 def tiny(V=40, L=2, NH=2, C=16, maxT=16):
@@ -153,31 +156,51 @@ def test_checkpoint_round_trip_and_corruption(tmp_path):
 def test_prepare_writes_shards_with_eot_between_documents(tmp_path):
     (tmp_path / "a.txt").write_text("hello world")
     (tmp_path / "b.jsonl").write_text(json.dumps({"text": "second doc"}) + "\n\n" + json.dumps({"text": "x" * 50}) + "\n")
-    docs = list(read_documents([str(tmp_path)]))
+    docs = read_texts([str(tmp_path)])
     assert docs == ["hello world", "second doc", "x" * 50]
     meta = prepare(docs, str(tmp_path / "out"), vocab_size=256, val_fraction=0.2, shard_tokens=30, log=lambda *a: None)
     from minigpt.fileio import read_shard
-    stream = np.concatenate([read_shard(str(tmp_path / "out" / n)) for n in meta["train"] + meta["val"]])
+    stream = np.concatenate([read_shard(str(tmp_path / "out" / n)) for n in meta["val"] + meta["train"]])
     assert meta["tokens"] == len(stream) == sum(len(d) for d in docs) + 3
     assert (stream == meta["eot"]).sum() == 3 and stream[0] == meta["eot"]
     assert len(meta["train"]) >= 2                                    # cut at 30 tokens per shard
     text = load_tokenizer(str(tmp_path / "out"), meta).decode(stream.tolist())
     assert sorted(text.split("<|endoftext|>")[1:]) == sorted(docs)  # every document, whole, once
     bad = tmp_path / "bad.jsonl"
-    bad.write_text('{"body": "no text field"}\n')
-    with pytest.raises(ValueError, match=r"bad.jsonl:1: expected an object with a string 'text'"):
-        list(read_documents([str(bad)]))
+    bad.write_text('{"body": "no text field"}\n' + json.dumps({"text": "kept"}) + "\n")
+    said = []
+    assert read_texts([str(bad)], log=said.append) == ["kept"]       # a broken record is counted, not fatal
+    assert said == ["skipped unreadable records: {'bad_json': 1}"]
 
 
 def test_config_file_formats(tmp_path):
     p = tmp_path / "c.py"
     p.write_text("# nanoGPT style\nn_layer = 4\nlr = 1e-3  # peak\ndecay = 'linear'\nmodel = small\n")
-    assert read_config(str(p)) == {"n_layer": 4, "lr": 1e-3, "decay": "linear", "model": "small"}
-    p.write_text(json.dumps({"steps": 5, "dropout": 0.1}))
-    assert read_config(str(p)) == {"steps": 5, "dropout": 0.1}
+    assert read_config(str(p), *CLASSES) == {"n_layer": 4, "lr": 1e-3, "decay": "linear", "model": "small"}
+    p.write_text(json.dumps({"steps": 5, "dropout": 0.1, "temperature": 0.5}))
+    assert read_config(str(p), *CLASSES) == {"steps": 5, "dropout": 0.1, "temperature": 0.5}
     p.write_text("learning_rate = 3\n")
     with pytest.raises(ValueError, match="unknown settings"):
-        read_config(str(p))
+        read_config(str(p), *CLASSES)
+    for text in ("5", "null", "[1, 2]"):                              # JSON that is not an object
+        p.write_text(text)
+        with pytest.raises(ValueError, match="must be an object"):
+            read_config(str(p), *CLASSES)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"steps": 2e3}, "steps must be an int, found 2000.0"),
+    ({"steps": "300"}, "steps must be an int, found '300'"),
+    ({"batch_size": 0}, r"batch_size must be in \[1, any, found 0"),
+    ({"lr": float("nan")}, "lr must be a finite number"),
+    ({"dropout": 1.0}, r"dropout must be in \[0, 1\), found 1.0"),
+    ({"dropout": -0.5}, r"dropout must be in \[0, 1\)"),
+    ({"model": "huge"}, "model must be one of"),
+    ({"keep": -5}, r"keep must be in \[1, any"),
+])
+def test_settings_are_checked_once_with_one_line(values, message):
+    with pytest.raises(ValueError, match=message):
+        build(TrainSettings, values)
 
 
 def test_samples_come_from_the_kv_cache_engine():
@@ -188,8 +211,8 @@ def test_samples_come_from_the_kv_cache_engine():
             return bytes(ids).decode("utf-8", "replace")
     cfg = tiny()
     model = GPT(cfg, backend="numpy", seed=3)
-    s = dict(sample_tokens=10_000, temperature=0.8, top_k=5, seed=7)
-    text = sample_text(model, Bytes(), s, step=5, n=2)
+    gen = SamplingSettings(max_new_tokens=10_000, temperature=0.8, top_k=5)
+    text = sample_text(model, Bytes(), gen, seed=5, n=2)
     assert text.count("--- sample") == 2
-    assert text == sample_text(model, Bytes(), s, step=5, n=2)      # reproducible at a step
+    assert text == sample_text(model, Bytes(), gen, seed=5, n=2)    # reproducible at a step
     assert model.training                                              # restored afterwards

@@ -11,15 +11,16 @@ import time
 import numpy as np
 import pytest
 
-from minigpt import backend, checkpoint
+from minigpt.model import backend
+from minigpt.pretrain import checkpoint
 from minigpt.cli import main
-from minigpt.corpus import pydoc_topics
-from minigpt.prepare import prepare
+from minigpt.pretrain.corpus import pydoc_topics
+from minigpt.pretrain.prepare import prepare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CPU_BACKENDS = [b for b in backend.available() if b != "cuda"]
 SMALL = ["--n-layer", "2", "--n-head", "2", "--n-embd", "32", "--block-size", "32", "--batch-size", "4",
-         "--sample-tokens", "8", "--no-plot", "--seed", "5", "--threads", "1"]
+         "--max-new-tokens", "8", "--no-plot", "--seed", "5", "--threads", "1"]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_kill_9_then_resume_equals_uninterrupted_run(tmp_path, data, be):
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, capsys, monkeypatch):
-    from minigpt import train as train_mod
+    from minigpt.pretrain import train as train_mod
     real, calls = train_mod.train_step, []
 
     def poisoned(model, loader, grad_accum=1):
@@ -95,7 +96,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data, capsys, m
     rc = main(["train", *SMALL, "--data", data, "--steps", "20", "--checkpoint-every", "3", "--eval-every", "5",
                "--backend", "numpy", "--out", out])
     assert rc == 1
-    msg = capsys.readouterr().out
+    msg = capsys.readouterr().err
     assert "the loss is nan at step 6" in msg and "training diverged" in msg
     assert f"last good checkpoint is {checkpoint.paths(out, 6)[0]}" in msg
     assert checkpoint.list_steps(out) == [3, 6]
@@ -109,7 +110,7 @@ def test_a_whole_run_leaves_samples_log_plot_and_refuses_to_overwrite(tmp_path, 
                                                       "--backend", "numpy", "--out", out]
     assert main(["train", *args]) == 0
     text = capsys.readouterr().out
-    assert "--- sample 1 at step 12 ---" in text and "val loss" in text
+    assert "samples at step 12:\n--- sample 1 ---" in text and "val loss" in text
     train_losses, val_losses = read_log(out)
     assert [s for s, _ in train_losses] == list(range(12))
     assert [s for s, _ in val_losses] == [0, 5, 10, 12]
@@ -129,7 +130,7 @@ def test_resume_on_the_cuda_backend_host_emulation(tmp_path, data, monkeypatch, 
     """CudaGPT keeps AdamW's moments on the device: a checkpoint must carry them there and back.
     Runs on the host emulation of the CUDA library from tests/test_cuda.py (no GPU needed)."""
     test_cuda = pytest.importorskip("test_cuda")
-    from minigpt import ops_cuda
+    from minigpt.model import ops_cuda
     host = test_cuda.HostLib()
     monkeypatch.setattr(ops_cuda, "lib", host)
     monkeypatch.setattr(ops_cuda, "ffi", host.ffi)
@@ -154,7 +155,7 @@ def test_resume_on_the_cuda_backend_host_emulation(tmp_path, data, monkeypatch, 
 def test_bf16_run_learns_like_fp32_and_is_refused_elsewhere(tmp_path, data, capsys):
     """--dtype bf16 (bf16 GEMM operands, fp32 weights and AdamW): the same run's losses follow fp32's
     closely and fall as far; the NumPy backend refuses it with a one-line error."""
-    from minigpt import ops_c
+    from minigpt.model import ops_c
     args = SMALL + ["--data", data, "--steps", "30", "--eval-every", "30", "--backend", "c", "--lr", "3e-3"]
     curves = {}
     for dtype in ("fp32", "bf16"):

@@ -5,8 +5,8 @@ import os
 import numpy as np
 import pytest
 
-from minigpt import GPTConfig
-from minigpt.model import PARAM_NAMES
+from minigpt.config import GPTConfig
+from minigpt.config import PARAM_NAMES
 
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "gpt2_torch.npz")
 

@@ -1,6 +1,6 @@
-/* The CUDA backend's C interface: what minigpt/ops_cuda.py calls through cffi.
+/* The CUDA backend's C interface: what minigpt/model/ops_cuda.py calls through cffi.
  *
- * Every kernel has the name and argument order of DESIGN.md (llm.c's): outputs first, then inputs,
+ * Every kernel has the name and argument order of the README's kernel contract (llm.c's): outputs first, then inputs,
  * then sizes; backward kernels ACCUMULATE (+=) into their gradient buffers. All float and int
  * pointers are DEVICE pointers. Each function launches its work on the default stream and returns
  * 0 or a cudaError_t / cublasStatus_t code (mg_error_string() says what it means); execution errors
@@ -38,7 +38,7 @@ int mg_sgemm(int transa, int transb, int m, int n, int k, float alpha,
              const float *A, int lda, long long strideA, const float *B, int ldb, long long strideB,
              float beta, float *C, int ldc, long long strideC, int batch);
 
-/* the ops of DESIGN.md */
+/* the ops of the kernel contract (README) */
 int encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B, int T, int C);
 int encoder_backward(float *dwte, float *dwpe, const float *dout, const int *inp, int B, int T, int C);
 int layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,

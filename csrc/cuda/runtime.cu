@@ -1,5 +1,5 @@
 // The runtime around the kernels: device memory, copies, error strings, the scratch workspace.
-// Python owns every model buffer (minigpt/ops_cuda.py allocates with mg_malloc and frees with
+// Python owns every model buffer (minigpt/model/ops_cuda.py allocates with mg_malloc and frees with
 // mg_free); the only memory held here is the workspace and, in matmul.cu, the cuBLAS handle.
 #include <stdio.h>
 

@@ -6,7 +6,9 @@ import os
 import sys
 
 from .pipeline import STAGES, default_config, format_table, run_pipeline
-from .readers import list_inputs
+from ..tokenizer import load_tokenizer
+from .filters import read_word_list
+from .readers import input_kind, list_inputs
 
 
 def add_arguments(p):
@@ -28,16 +30,8 @@ def add_arguments(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def load_tokenizer(path):
-    from minigpt.tokenizer import Tokenizer
-    if path.endswith(".tiktoken"):
-        return Tokenizer.from_tiktoken(path, pattern="gpt2", special_tokens={"<|endoftext|>": 50256})
-    return Tokenizer.load(path)
-
-
 def missing_libraries(paths, cfg):
     import importlib.util
-    from .readers import input_kind
     need = set()
     kinds = {input_kind(p) for p in paths}
     if "warc" in kinds:
@@ -52,7 +46,6 @@ def missing_libraries(paths, cfg):
 
 
 def run(args):
-    from .filters import read_word_list
     try:
         skip = tuple(s for s in args.skip.split(",") if s)
         langs = None if args.languages.strip().lower() == "all" else [x.strip() for x in args.languages.split(",") if x.strip()]

@@ -23,9 +23,11 @@ from collections import Counter
 
 import numpy as np
 
+from ..fileio import AtomicWriter, write_json
 from . import filters, minhash
 from .pii import anonymise
 from .readers import read_documents
+from .shards import write_shards
 
 STAGES = ["url", "extract", "language", "gopher_repetition", "gopher_quality", "c4", "fineweb",
           "minhash", "pii"]
@@ -106,31 +108,6 @@ def new_stats():
             "stages": {s: {"in": 0, "removed": 0, "seconds": 0.0} for s in STAGES}}
 
 
-# ------------------------------------------------------------------------------------------------
-# atomic files
-
-class AtomicWriter:
-    """Opens PATH.tmp; commit() renames it onto PATH (a reader never sees half a file)."""
-
-    def __init__(self, path, mode="w"):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        self.path, self.tmp = path, path + ".tmp"
-        self.f = open(self.tmp, mode, encoding=None if "b" in mode else "utf-8")
-
-    def write(self, s):
-        self.f.write(s)
-
-    def commit(self):
-        self.f.close()
-        os.replace(self.tmp, self.path)
-
-
-def write_json_atomic(path, obj):
-    w = AtomicWriter(path)
-    w.write(json.dumps(obj, indent=1) + "\n")
-    w.commit()
-
-
 def jsonl(obj):
     return json.dumps(obj, ensure_ascii=False) + "\n"
 
@@ -154,14 +131,14 @@ def process_file(path, out_dir, cfg):
 
     def on_removed(stage, doc, reason):
         if stage not in removed:
-            removed[stage] = AtomicWriter(os.path.join(out_dir, "removed", stage, key + ".jsonl"))
+            removed[stage] = AtomicWriter(os.path.join(out_dir, "removed", stage, key + ".jsonl"), "w")
         rec = {"id": doc["id"], "url": doc["url"], "reason": reason}
         if "text" in doc:
             rec["text"] = doc["text"]
         removed[stage].write(jsonl(rec))
 
     params = minhash.hash_params(seed=cfg["minhash_seed"])
-    kept = AtomicWriter(os.path.join(out_dir, "parts", key + ".jsonl"))
+    kept = AtomicWriter(os.path.join(out_dir, "parts", key + ".jsonl"), "w")
     sigs, n_kept = [], 0
     for doc in filter_documents(read_documents(path, stats["errors"]), cfg, stats, on_removed):
         if "minhash" not in cfg["skip"]:
@@ -178,7 +155,7 @@ def process_file(path, out_dir, cfg):
         w.commit()
     stats["errors"] = dict(stats["errors"])
     stats.update(path=os.path.abspath(path), key=key, kept=n_kept)
-    write_json_atomic(os.path.join(out_dir, "parts", key + ".done.json"), stats)  # the commit marker
+    write_json(os.path.join(out_dir, "parts", key + ".done.json"), stats)  # the commit marker
     return stats
 
 
@@ -249,8 +226,8 @@ def dedup_and_anonymise(file_stats, out_dir, cfg):
     i = 0
     for k in keys:
         part = os.path.join(out_dir, "parts", k + ".jsonl")
-        docs_w = AtomicWriter(os.path.join(out_dir, "documents", k + ".jsonl"))
-        rem_w = AtomicWriter(os.path.join(out_dir, "removed", "minhash", k + ".jsonl"))
+        docs_w = AtomicWriter(os.path.join(out_dir, "documents", k + ".jsonl"), "w")
+        rem_w = AtomicWriter(os.path.join(out_dir, "removed", "minhash", k + ".jsonl"), "w")
         n_rem = 0
         for doc in iter_jsonl(part):
             ids.append(doc["id"])
@@ -324,10 +301,9 @@ def run_pipeline(paths, out_dir, cfg=None, workers=1, tokenizer=None, shard_toke
     documents_out = global_stages["pii"]["in"]
     summary = summarise(file_stats, global_stages, documents_out)
     if tokenizer is not None:
-        from .shards import write_shards
         t0 = time.perf_counter()
-        texts = (d["text"] for path in doc_files for d in iter_jsonl(path))
-        summary["shards"] = write_shards(texts, tokenizer, os.path.join(out_dir, "shards"), shard_tokens)
+        docs = (tokenizer.encode_ordinary(d["text"]) for path in doc_files for d in iter_jsonl(path))
+        summary["shards"] = write_shards(docs, tokenizer.eot, os.path.join(out_dir, "shards"), shard_tokens)
         summary["tokenize_seconds"] = round(time.perf_counter() - t0, 3)
-    write_json_atomic(os.path.join(out_dir, "summary.json"), summary)
+    write_json(os.path.join(out_dir, "summary.json"), summary)
     return summary

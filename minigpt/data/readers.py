@@ -15,7 +15,7 @@ import zlib
 WARC_SUFFIXES = (".warc", ".warc.gz", ".arc", ".arc.gz")
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".json.gz", ".ndjson")
 PARQUET_SUFFIXES = (".parquet",)
-TEXT_SUFFIXES = (".txt", ".md")
+TEXT_SUFFIXES = (".txt", ".md", ".rst", ".text")
 STREAM_ERRORS = (OSError, EOFError, zlib.error, ValueError, UnicodeDecodeError)
 
 
@@ -46,9 +46,11 @@ def list_inputs(paths):
     return files
 
 
-def read_documents(path, errors):
+def read_documents(path, errors, text_key="text"):
     kind = input_kind(path)
-    reader = {"warc": read_warc, "jsonl": read_jsonl, "parquet": read_parquet, "text": read_text}[kind]
+    if kind == "jsonl":
+        return read_jsonl(path, errors, text_key)
+    reader = {"warc": read_warc, "parquet": read_parquet, "text": read_text}[kind]
     return reader(path, errors)
 
 
@@ -118,7 +120,7 @@ def read_warc(path, errors):
 # ------------------------------------------------------------------------------------------------
 # JSONL, Parquet, plain text
 
-def read_jsonl(path, errors):
+def read_jsonl(path, errors, text_key="text"):
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
         line_no = 0
@@ -135,7 +137,7 @@ def read_jsonl(path, errors):
                 continue
             try:
                 obj = json.loads(line)
-                text = obj["text"]
+                text = obj[text_key]
                 if not isinstance(text, str):
                     raise TypeError
             except (ValueError, KeyError, TypeError):

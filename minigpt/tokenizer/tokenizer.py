@@ -1,4 +1,4 @@
-"""Step 3: the Tokenizer, tying pre-split, BPE and special tokens together (tiktoken's semantics).
+"""Step 4: the Tokenizer, tying pre-split, BPE and special tokens together (tiktoken's semantics).
 
     tok = Tokenizer.train(docs, vocab_size=4096, pattern="gpt4")
     tok = Tokenizer.from_tiktoken("gpt2.tiktoken", pattern="gpt2", special_tokens={"<|endoftext|>": 50256})
@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import regex
 
-from . import bpe, fast
+from . import bpe, fast, files
 from .pretokenize import check_pattern
 
 EOT = "<|endoftext|>"
@@ -87,28 +87,23 @@ class Tokenizer:
     def from_tiktoken(cls, path, pattern="gpt2", special_tokens=None, backend=None):
         """Load a tiktoken rank file (`base64(token) rank` per line). special_tokens defaults to
         {"<|endoftext|>": number of ranks}, which is GPT-2's 50256 for gpt2.tiktoken."""
-        from .files import read_tiktoken
-        vocab = read_tiktoken(path)
+        vocab = files.read_tiktoken(path)
         if special_tokens is None:
             special_tokens = {EOT: len(vocab)}
         return cls(vocab, pattern, special_tokens, backend=backend)
 
     def save(self, path):
-        from .files import save
-        save(self, path)
+        files.save(self, path)
 
     @classmethod
     def load(cls, path, backend=None):
-        from .files import load
-        return load(path, backend=backend)
+        return cls(**files.load(path), backend=backend)
 
     def save_tiktoken(self, path):
-        from .files import write_tiktoken
-        write_tiktoken(self.vocab, path)
+        files.write_tiktoken(self.vocab, path)
 
     def save_llmc(self, path):
-        from .files import write_llmc
-        write_llmc(self, path)
+        files.write_llmc(self, path)
 
     # ---------------------------------------------------------------------------- special tokens
     def _add_special(self, name, i):
@@ -255,3 +250,18 @@ class Tokenizer:
     def __repr__(self):
         return (f"Tokenizer(pattern={self.pattern!r}, vocab={len(self.vocab)}, "
                 f"special_tokens={self.special_tokens}, backend={self.backend!r})")
+
+
+def load_tokenizer(path, backend=None):
+    """Any tokenizer file minigpt reads: its own format, llm.c's .bin (by its magic number), or a
+    tiktoken rank file (.tiktoken: GPT-2's ranks, <|endoftext|> after them)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"tokenizer file not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if len(head) == 4 and int.from_bytes(head, "little", signed=True) == files.LLMC_MAGIC:
+        return files.LlmcTokenizer(path)
+    if path.endswith(".tiktoken"):
+        return Tokenizer.from_tiktoken(path, pattern="gpt2", backend=backend)
+    return Tokenizer.load(path, backend=backend)
