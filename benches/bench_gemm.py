@@ -11,7 +11,13 @@ of the rounds (the least disturbed one); the spread is printed as the noise. Eac
 consecutive calls after a pause: OpenBLAS's worker threads spin for a while after a call returns,
 and a C call started at once would be racing them for the second core (and OpenMP's threads would
 race OpenBLAS in turn): each library is timed in its own steady state, as a model step sees it.
-Usage: python benches/bench_gemm.py [--quick]
+
+Two classes of CPU on one machine: by default each side runs its best kernel for this CPU (OpenBLAS
+its own pick, with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE cleared for this process: set for older
+OpenBLAS builds on some machines, they slow a current one); --avx2 forces both sides to their AVX2
+kernels (MINIGPT_KERNEL=avx2, OPENBLAS_CORETYPE=Haswell), the comparison an AVX2 machine would see.
+The JSON line names the kernel each side ran (OpenBLAS's through threadpoolctl).
+Usage: python benches/bench_gemm.py [--quick] [--avx2]
 """
 import os
 import statistics
@@ -19,9 +25,16 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import emit, table, threads  # noqa: E402
+from common import blas, emit, table, threads  # noqa: E402
 
 N_THREADS = threads()
+AVX2 = "--avx2" in sys.argv
+os.environ.pop("OPENBLAS_L2_SIZE", None)  # before NumPy loads OpenBLAS: see above
+if AVX2:
+    os.environ["OPENBLAS_CORETYPE"] = "Haswell"
+    os.environ["MINIGPT_KERNEL"] = "avx2"
+else:
+    os.environ.pop("OPENBLAS_CORETYPE", None)
 os.environ.setdefault("OPENBLAS_NUM_THREADS", str(N_THREADS))  # before NumPy loads OpenBLAS
 os.environ.setdefault("OMP_NUM_THREADS", str(N_THREADS))
 # every OpenMP runtime in the process (ours, PyTorch's) sleeps when idle rather than spinning: the
@@ -93,7 +106,8 @@ def main():
         noise += [n_c, n_np]
         rows.append([name, f"{m}x{k}x{n}", flop / t_c / 1e9, flop / t_np / 1e9, ratio, f"{err:.1e}"])
     clock = "thread CPU time" if N_THREADS == 1 else "wall clock"
-    print(f"sgemm GFLOP/s, {N_THREADS} threads ({clock}, best of rounds), micro-kernel {ops_c.KERNEL}")
+    print(f"sgemm GFLOP/s, {N_THREADS} threads ({clock}, best of rounds), micro-kernel {ops_c.KERNEL}, "
+          f"NumPy: {blas()}")
     table(rows, ["product", "MxKxN", "C GF/s", "numpy GF/s", "gemm_vs_blas", "max rel err"])
     print(f"timing noise (max-min)/min per measurement: median {100 * statistics.median(noise):.0f}%, "
           f"max {100 * max(noise):.0f}%")

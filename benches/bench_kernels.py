@@ -21,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import numpy as np  # noqa: E402
 
-from minigpt import ops, ops_c  # noqa: E402
+from minigpt.model import ops, ops_c  # noqa: E402
 
 B, T, C, NH, V, VP = 4, 64, 768, 12, 50257, 50304
 

@@ -10,7 +10,11 @@ default epoch grid instead). Both sides start from the same weights and see the 
 the same model (benches/torch_gpt2.py) with torch.optim.AdamW and the same schedule and clipping.
 Val loss is measured on every window of the val split (the last 10%), not a random sample.
 
-Usage: python benches/bench_learning.py [--iters 2000]    (about 10 minutes on 2 cores)
+--dtype bf16 trains minigpt with bf16 GEMM operands (fp32 weights and AdamW); --seed and --no-torch
+let runs of one dtype with other seeds measure the run-to-run noise that bf16's curve is held to.
+
+Usage: python benches/bench_learning.py [--iters 2000] [--dtype bf16] [--seed N] [--no-torch]
+       (about 10 minutes on 2 cores)
 """
 import argparse
 import os
@@ -47,8 +51,8 @@ def shards(folder):
     return train, val
 
 
-def train_minigpt(model, train, val, iters, sampling, log):
-    loader = DataLoader([train], B, T, seed=SEED, sampling=sampling)
+def train_minigpt(model, train, val, iters, sampling, log, seed=SEED):
+    loader = DataLoader([train], B, T, seed=seed, sampling=sampling)
     t0 = time.perf_counter()
     for step in range(iters):
         loss = train_step(model, loader)
@@ -61,13 +65,13 @@ def train_minigpt(model, train, val, iters, sampling, log):
     return wall, loss, evaluate(model, val_loader, val_loader.num_windows() // B)
 
 
-def train_torch(torch, tmodel, train, val, iters, sampling, log):
+def train_torch(torch, tmodel, train, val, iters, sampling, log, seed=SEED):
     from torch.nn.utils import clip_grad_norm_
     decay = [p for n, p in tmodel.p.items() if n in MATRIX_NAMES]
     no_decay = [p for n, p in tmodel.p.items() if n not in MATRIX_NAMES]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": WD}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=LR, betas=BETAS, eps=1e-8)
-    loader = DataLoader([train], B, T, seed=SEED, sampling=sampling)  # the same batches in the same order
+    loader = DataLoader([train], B, T, seed=seed, sampling=sampling)  # the same batches in the same order
     t0 = time.perf_counter()
     for step in range(iters):
         x, y = loader.next_batch()
@@ -96,6 +100,9 @@ def main():
     ap.add_argument("--backend", default=None, help="minigpt backend (default: the fastest built)")
     ap.add_argument("--sampling", default="random", choices=["random", "epoch"],
                     help="training windows: random offsets as nanoGPT (default), or minigpt's epoch grid")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="minigpt's GEMM operands")
+    ap.add_argument("--seed", type=int, default=SEED, help="initial weights and batch order of both sides")
+    ap.add_argument("--no-torch", action="store_true", help="minigpt alone")
     args = ap.parse_args()
     n = threads()
     if not os.path.exists(DATA):
@@ -103,30 +110,35 @@ def main():
         emit({"skipped": "tinyshakespeare.txt not found"})
         return
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    torch = torch_or_none(n)
+    torch = None if args.no_torch else torch_or_none(n)
     with tempfile.TemporaryDirectory() as folder:
         train, val = shards(folder)
-        model = GPT(CFG, backend=args.backend, seed=SEED, threads=n)
+        model = GPT(CFG, backend=args.backend, seed=args.seed, threads=n)
+        if args.dtype == "bf16" and model.backend.name != "c":
+            raise SystemExit("--dtype bf16 needs the C backend")
+        if model.backend.name == "c":
+            model.backend.ops.set_gemm_dtype(args.dtype)
         tmodel = None
         if torch is not None:
-            torch.manual_seed(SEED)
+            torch.manual_seed(args.seed)
             from torch_gpt2 import TorchGPT2
             tmodel = TorchGPT2(model)  # the same initial weights
-        wall, train_loss, val_loss = train_minigpt(model, train, val, args.iters, args.sampling, log)
+        wall, train_loss, val_loss = train_minigpt(model, train, val, args.iters, args.sampling, log, args.seed)
         figures = {"val_loss": round(val_loss, 4), "wall_s": round(wall, 1), "train_loss": round(train_loss, 4),
                    "iters": args.iters, "threads": n, "sampling": args.sampling, "backend": model.backend.name,
+                   "dtype": args.dtype, "seed": args.seed,
                    "target_val_loss": TARGET,
                    "reached_target": bool(val_loss <= TARGET)}
         tokens = args.iters * B * T
-        rows = [[f"minigpt ({model.backend.name})", train_loss, val_loss, wall, tokens / wall]]
+        rows = [[f"minigpt ({model.backend.name}, {args.dtype})", train_loss, val_loss, wall, tokens / wall]]
         if tmodel is not None:
-            t_wall, t_train, t_val = train_torch(torch, tmodel, train, val, args.iters, args.sampling, log)
+            t_wall, t_train, t_val = train_torch(torch, tmodel, train, val, args.iters, args.sampling, log, args.seed)
             rows.append([f"torch {torch.__version__}", t_train, t_val, t_wall, tokens / t_wall])
             figures.update(torch_wall_s=round(t_wall, 1), torch_val_loss=round(t_val, 4),
                            minigpt_vs_torch=round(t_wall / wall, 3))
         else:
-            rows.append(["torch", "skipped: not installed", "", "", ""])
-            figures["torch"] = "skipped: not installed"
+            rows.append(["torch", "skipped", "", "", ""])
+            figures["torch"] = "skipped: --no-torch" if args.no_torch else "skipped: not installed"
     print(f"Shakespeare, bytes, L4 H4 C128 T64 B12, {args.iters} iters, {n} threads "
           f"{args.sampling} windows (nanoGPT's val loss: {TARGET})")
     table(rows, ["run", "final train loss", "val loss", "wall s", "tokens/s"])

@@ -1,12 +1,13 @@
 """One full training step (forward, backward, AdamW update): backend "c" against PyTorch CPU and the
-NumPy reference, on GPT-2 124M (B=4, T=64) and a small config, same weights, same thread count.
+NumPy reference, on GPT-2 124M (B=4, T=64) and a small config, same weights, same thread count;
+and mixed precision: backend "c" with bf16 GEMM operands (--dtype bf16) against PyTorch's bf16 autocast.
 
 The sides take turns, round after round, so a burst of load from elsewhere hits all of them; each
 figure is the median over rounds, and c_vs_torch is the median of the per-round ratios (its min and
 max show the noise). tok/s = B*T / step time; GFLOP/s from minigpt/model/flops.py (6N + attention per
 token); % of peak against peak_flops(threads).
 With OMP_NUM_THREADS=1 each step is timed in thread CPU time (steady on a busy shared machine).
-Usage: python benches/bench_train_step.py [--rounds N] [--quick (small config only)]
+Usage: python benches/bench_train_step.py [--rounds N] [--quick (small config only)] [--no-numpy]
 """
 import argparse
 import os
@@ -38,11 +39,13 @@ CONFIGS = {
 LR, WD = 1e-4, 0.1
 
 
-def minigpt_step(cfg, be, idx, targets):
+def minigpt_step(cfg, be, idx, targets, gemm_dtype=None):
     model = GPT(cfg, backend=be, seed=0, threads=N_THREADS)
     state = {"t": 0}
 
     def step():
+        if gemm_dtype:  # the C kernels' GEMM precision is process-wide: each side sets its own
+            model.backend.ops.set_gemm_dtype(gemm_dtype)
         state["t"] += 1
         model.forward(idx, targets)
         model.zero_grad()
@@ -51,7 +54,7 @@ def minigpt_step(cfg, be, idx, targets):
     return model, step
 
 
-def torch_step(torch, model, idx, targets):
+def torch_step(torch, model, idx, targets, autocast=False):
     from torch_gpt2 import TorchGPT2
     tm = TorchGPT2(model)
     decay = [p for n, p in tm.p.items() if n in MATRIX_NAMES]
@@ -62,7 +65,9 @@ def torch_step(torch, model, idx, targets):
 
     def step():
         opt.zero_grad(set_to_none=False)
-        tm(ti, tt)[1].backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):  # bf16 matmuls, fp32 weights
+            loss = tm(ti, tt)[1]
+        loss.backward()
         opt.step()
     return step
 
@@ -82,6 +87,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--no-numpy", action="store_true", help="leave out the (slow) NumPy reference side")
     args = ap.parse_args()
     torch = torch_or_none(N_THREADS)
     have_c = "c" in backend.available()
@@ -95,10 +101,14 @@ def main():
         targets = rng.integers(0, cfg.vocab_size, (B, T))
         sides = {}
         if have_c:
-            model, sides["c"] = minigpt_step(cfg, "c", idx, targets)
-        nmodel, sides["numpy"] = minigpt_step(cfg, "numpy", idx, targets)
+            model, sides["c"] = minigpt_step(cfg, "c", idx, targets, "fp32")
+            _, sides["c_bf16"] = minigpt_step(cfg, "c", idx, targets, "bf16")
+        nmodel, numpy_step = minigpt_step(cfg, "numpy", idx, targets)  # also the weights PyTorch copies
+        if not args.no_numpy:
+            sides["numpy"] = numpy_step
         if torch is not None:
             sides["torch"] = torch_step(torch, nmodel, idx, targets)
+            sides["torch_bf16"] = torch_step(torch, nmodel, idx, targets, autocast=True)
         times = {k: [] for k in sides}
         for fn in sides.values():  # warm-up: allocation, first-touch, thread pools
             fn()
@@ -118,11 +128,13 @@ def main():
                          tok_s, gflops, f"{100 * gflops * 1e9 / peak:.1f}%"])
             figures[f"{key}{k}_tok_s"] = round(tok_s, 1)
             figures[f"{key}{k}_gflops"] = round(gflops, 2)
-        for k in ("torch", "numpy"):
-            if "c" in times and k in times:
-                per_round = [b / a for a, b in zip(times["c"], times[k])]
-                figures[f"{key}c_vs_{k}"] = round(statistics.median(per_round), 3)
-                figures[f"{key}c_vs_{k}_range"] = [round(min(per_round), 3), round(max(per_round), 3)]
+        pairs = [("c", "torch"), ("c", "numpy"), ("c_bf16", "c"), ("c_bf16", "torch_bf16"), ("c_bf16", "torch")]
+        for ours, peer in pairs:
+            if ours in times and peer in times:
+                n = min(len(times[ours]), len(times[peer]))
+                per_round = [b / a for a, b in zip(times[ours][:n], times[peer][:n])]
+                figures[f"{key}{ours}_vs_{peer}"] = round(statistics.median(per_round), 3)
+                figures[f"{key}{ours}_vs_{peer}_range"] = [round(min(per_round), 3), round(max(per_round), 3)]
         if torch is None:
             figures[f"{key}torch"] = "skipped: torch not installed"
         if not have_c:
@@ -132,9 +144,10 @@ def main():
           f"peak {peak / 1e9:.0f} GFLOP/s")
     table(rows, ["config", "backend", "BxT", "ms/step", "spread", "tok/s", "GFLOP/s", "% peak"])
     for key in ("", "small_"):
-        if f"{key}c_vs_torch" in figures:
-            lo, hi = figures[f"{key}c_vs_torch_range"]
-            print(f"{key or 'gpt2-124M '}c_vs_torch: {figures[f'{key}c_vs_torch']} (rounds from {lo} to {hi})")
+        for ratio in ("c_vs_torch", "c_bf16_vs_c", "c_bf16_vs_torch_bf16"):
+            if f"{key}{ratio}" in figures:
+                lo, hi = figures[f"{key}{ratio}_range"]
+                print(f"{key or 'gpt2-124M '}{ratio}: {figures[f'{key}{ratio}']} (rounds from {lo} to {hi})")
     emit(figures)
 
 

@@ -2,6 +2,7 @@
 import json
 import os
 import statistics
+import sys
 import time
 
 
@@ -33,8 +34,42 @@ def table(rows, headers):
             print("  ".join("-" * w for w in widths))
 
 
+def cpu():
+    """The CPU by name and by the SIMD it has, e.g. "AMD EPYC (avx512f avx512_bf16)"."""
+    name, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() in ("flags", "Features"):
+                    flags = set(value.split())
+    except OSError:
+        pass
+    simd = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "asimd") if f in flags]
+    return f"{name} ({' '.join(simd)})"
+
+
+def blas():
+    """NumPy's BLAS and the kernel it picked for this CPU (OpenBLAS: e.g. "openblas SkylakeX")."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (pip install threadpoolctl)"
+    libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return ", ".join(f"{i['internal_api']} {i.get('architecture', '')}".strip() for i in libs) or "none loaded"
+
+
 def emit(figures):
-    """The last line of every bench: one JSON object of its figures."""
+    """The last line of every bench: one JSON object of its figures, with the CPU, minigpt's GEMM
+    micro-kernel and NumPy's BLAS kernel, so a figure always says what machine made it."""
+    figures = dict(figures, cpu=cpu())
+    ops_c = sys.modules.get("minigpt.model.ops_c")  # whatever the bench loaded; nothing new is imported
+    if ops_c is not None:
+        figures.setdefault("kernel", ops_c.kernel_name())
+    if "numpy" in sys.modules:
+        figures.setdefault("blas", blas())
     print(json.dumps(figures, sort_keys=True))
 
 

@@ -22,6 +22,8 @@ ffibuilder.cdef("""
     void attention_cached(float *out, const float *qkv, const float *kcache, const float *vcache,
                           const int *streams, const int *positions, int N, int C, int NH, int maxT);
     void gelu_forward(float *out, const float *inp, int N);
+    double stream_read(const float *x, long n);
+    const char *sgemm_kernel_name(void);
 """)
 
 compile_args = ["-O3", "-march=native", "-fopenmp"]

@@ -4,8 +4,10 @@ Compiled by `pip install -e .` (setup.py finds every csrc/build_*.py), or direct
     python csrc/build_kernels.py          # writes minigpt/_kernels*.so
 
 Flags, chosen at build time:
-    default                 -O3 -march=native: AVX2/FMA micro-kernel where this CPU has it
-    MINIGPT_PORTABLE=1      -O3 for the baseline of the target (no -march=native): the scalar path
+    default                 -O3 -march=native (the GEMM's SIMD micro-kernels are chosen at run time
+                            by cpuid in every build: csrc/gemm.c)
+    MINIGPT_PORTABLE=1      -O3 for the baseline of the target (no -march=native): a build that runs
+                            on any x86-64, still with AVX2/AVX-512 GEMM where the CPU has them
     MINIGPT_SANITIZE=1      -fsanitize=address,undefined -O1 -g (CI runs the tests under it)
 """
 import os
@@ -16,9 +18,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 ffibuilder = FFI()
-with open(os.path.join(HERE, "minigpt.h")) as f:
-    # cffi's cdef takes the declarations only: drop the include guard and comments' preprocessor lines
-    ffibuilder.cdef("\n".join(line for line in f.read().splitlines() if not line.startswith("#")))
+for header in ("gemm.h", "minigpt.h"):
+    with open(os.path.join(HERE, header)) as f:
+        # cffi's cdef takes the declarations only: drop the include guard and other preprocessor lines
+        ffibuilder.cdef("\n".join(line for line in f.read().splitlines() if not line.startswith("#")))
 
 # no errno and no FP traps: lets GCC vectorise sqrtf and the branch-free selects of exp_f;
 # -ffp-contract=fast: a*b+c becomes one FMA (-std=c11 would otherwise forbid it)

@@ -29,6 +29,8 @@
 #include <immintrin.h>
 #define DECODE_AVX2 1
 #endif
+#include "gemm.c"  // the packed sgemm of training: prefill's products go through it
+#include "fastmath.h"
 
 void decode_set_threads(int n) {
 #ifdef _OPENMP
@@ -213,9 +215,28 @@ static INLINE void matvec_tile(float *out, const float *inp, const void *w, cons
     }
 }
 
+// Prefill: N rows at once are a matrix product, and the packed GEMM of training (csrc/gemm.c, its
+// AVX-512 or AVX2 micro-kernel) runs it near the FMA units' peak, where the matvec tiles reuse each
+// weight only 2 times from registers. Its packing copies every weight once per call, which pays
+// from a few dozen rows on; below GEMM_ROWS (decoding, small batches) the matvec runs, whose sums
+// do not depend on N: a stream decodes to the same bits alone or in a batch of up to GEMM_ROWS-1.
+#define GEMM_ROWS 48  // measured on Zen 4: at 32 rows the matvec was as fast, at 64 the GEMM 1.2x
+
+static void bias_rows(float *out, const float *bias, int N, int OC) {  // out[n] = bias (or 0)
+    for (int n = 0; n < N; n++) {
+        if (bias) memcpy(out + (size_t)n * OC, bias, (size_t)OC * sizeof(float));
+        else memset(out + (size_t)n * OC, 0, (size_t)OC * sizeof(float));
+    }
+}
+
 // The loop is written out in each function (not in a shared helper) so that OpenMP outlines one
 // region per weight type, with `half` a constant in it: a shared region would test it per load.
 void matvec_forward(float *out, const float *inp, const float *w, const float *bias, int N, int C, int OC) {
+    if (N >= GEMM_ROWS) {  // out (N, OC) = bias + inp (N, C) w^T: w^T is w read with swapped strides
+        bias_rows(out, bias, N, OC);
+        sgemm(N, OC, C, inp, C, 1, w, 1, C, out, OC, 1);
+        return;
+    }
     for (int n0 = 0; n0 < N; n0 += NBLOCK) {
         int n1 = n0 + NBLOCK < N ? n0 + NBLOCK : N;
 #pragma omp parallel for schedule(dynamic, 16) if ((size_t)(n1 - n0) * C * OC > PARALLEL_MIN)
@@ -225,11 +246,37 @@ void matvec_forward(float *out, const float *inp, const float *w, const float *b
 
 void matvec_forward_bf16(float *out, const float *inp, const uint16_t *w, const float *bias,
                          int N, int C, int OC) {
+    if (N >= GEMM_ROWS) {  // the weights are widened to fp32 as they are packed
+        bias_rows(out, bias, N, OC);
+        sgemm_bf16b(N, OC, C, inp, C, 1, w, 1, C, out, OC, 1);
+        return;
+    }
     for (int n0 = 0; n0 < N; n0 += NBLOCK) {
         int n1 = n0 + NBLOCK < N ? n0 + NBLOCK : N;
 #pragma omp parallel for schedule(dynamic, 16) if ((size_t)(n1 - n0) * C * OC > PARALLEL_MIN)
         for (int t = 0; t < (OC + ROWS - 1) / ROWS; t++) matvec_tile(out, inp, w, bias, n0, n1, C, OC, t, 1);
     }
+}
+
+// ------------------------------------------------------------------------------------------------
+// stream_read: the sum of n floats, read once, split across the threads. Not a model kernel: the
+// speed limit of batch-1 decoding, measured (benches/bench_decode.py reads a buffer the size of the
+// weights with it, and reports decode as a share of that bandwidth)
+
+double stream_read(const float *x, long n) {
+    double total = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : total) if (n > PARALLEL_MIN)
+    for (long b = 0; b < (n + 4095) / 4096; b++) {  // blocks of 16 KB, 16 independent float lanes each
+        float acc[16] = {0};
+        long end = (b + 1) * 4096 < n ? (b + 1) * 4096 : n;
+        long i = b * 4096;
+        for (; i + 16 <= end; i += 16)
+#pragma omp simd
+            for (int j = 0; j < 16; j++) acc[j] += x[i + j];
+        for (; i < end; i++) acc[0] += x[i];
+        for (int j = 0; j < 16; j++) total += acc[j];
+    }
+    return total;
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -311,9 +358,11 @@ void attention_cached(float *out, const float *qkv, const float *kcache, const f
 
 void gelu_forward(float *out, const float *inp, int N) {
     const float s = 0.7978845608028654f;  // sqrt(2 / pi)
-#pragma omp parallel for schedule(static) if (N > 4096)
+    // tanh_f (csrc/fastmath.h) vectorises where libm's tanhf is a call per element: prefill spent
+    // a sixth of its time here
+#pragma omp parallel for simd schedule(static) if (N > 4096)
     for (int i = 0; i < N; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(s * (x + 0.044715f * x * x * x)));
+        out[i] = 0.5f * x * (1.0f + tanh_f(s * (x + 0.044715f * x * x * x)));
     }
 }

@@ -27,42 +27,7 @@ int get_threads(void) {
 #endif
 }
 
-/* exp(x) for x <= 88.7, branch-free so loops over it vectorise (Cephes expf: |rel err| < 2 ulp).
- * x = n ln2 + r with |r| <= ln2/2; exp(r) = 1 + r + r^2 P(r), P of degree 5; 2^n put in the exponent bits.
- * Below -87.3 the result is 0 (float's normal range ends there). */
-static inline float exp_f(float x) {
-    float xc = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
-    float n = floorf(xc * 1.44269504088896341f + 0.5f);
-    float r = xc - n * 0.693359375f + n * 2.12194440e-4f;
-    float p = 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    float y = p * r * r + r + 1.0f;
-    union { int32_t i; float f; } two_n = {.i = ((int32_t)n + 127) << 23};
-    return x < -87.3f ? 0.0f : y * two_n.f;
-}
-
-/* tanh(u) as a 13/6 rational function of u on [-7.9, 7.9] (Eigen's float ptanh; tanh(7.9) rounds to
- * 1 in float), clamped outside: one division, no exp, and branch-free, so GELU vectorises well */
-static inline float tanh_f(float u) {
-    float x = u < -7.90531110763549805f ? -7.90531110763549805f : (u > 7.90531110763549805f ? 7.90531110763549805f : u);
-    float x2 = x * x;
-    float p = -2.76076847742355e-16f;
-    p = p * x2 + 2.00018790482477e-13f;
-    p = p * x2 - 8.60467152213735e-11f;
-    p = p * x2 + 5.12229709037114e-08f;
-    p = p * x2 + 1.48572235717979e-05f;
-    p = p * x2 + 6.37261928875436e-04f;
-    p = p * x2 + 4.89352455891786e-03f;
-    float q = 1.19825839466702e-06f;
-    q = q * x2 + 1.18534705686654e-04f;
-    q = q * x2 + 2.26843463243900e-03f;
-    q = q * x2 + 4.89352518554385e-03f;
-    return x * p / q;
-}
+#include "fastmath.h" /* exp_f, tanh_f: branch-free, so the loops over them vectorise */
 
 /* ---------------------------------------------------------------------------------------------- */
 /* encoder */
@@ -202,8 +167,39 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout, co
  *     forward   S = Q K^T (T x T),  att = softmax(S / sqrt(hs), causal),  Y = att V
  *     backward  dA = dY V^T,  dS = att * (dA - rowsum(dA * att)),  dQ = dS K, dK = dS^T Q, dV = att^T dY
  * Q, K, V, dY are strided views into inp / dout, so each product is one sgemm_serial (packed, FMA)
- * with no copies. The products run over the full T x T: the masked half is exact zeros in att and dS,
- * twice the causal minimum but at GEMM speed. O(T^2 hs) work, one T x T scratch per task. */
+ * with no copies. Causal half: from T = 2 * CAUSAL_BLOCK on, the products that meet the mask run
+ * in blocks of CAUSAL_BLOCK query rows (or key columns), each over the keys (queries) it can see, so
+ * the masked upper triangle is mostly not computed: about half the work at T = 1024. Below that one
+ * full-size product is faster than several small ones, and the masked half is exact zeros in att
+ * and dS. dA = dY V^T stays full: datt holds it unmasked, as the reference does. One T x T scratch per task. */
+
+#define CAUSAL_BLOCK 96  /* a multiple of both kernels' MR (6 and 12) */
+
+/* C[rows r0..r1) (+)= A[r0..r1) (r x K) B[0..r1) (K x ...): row-blocked, each block only over the
+ * first r1 columns (S = Q K^T: keys past the last query of the block are masked) or K terms
+ * (Y = att V, dQ = dS K: att and dS are zero there) */
+static void causal_rows(int T, int N, int K, int cols_causal, const float *A, long rsa, long csa,
+                        const float *B, long rsb, long csb, float *C, long ldc, int accumulate) {
+    int step = T >= 2 * CAUSAL_BLOCK ? CAUSAL_BLOCK : T;
+    for (int r0 = 0; r0 < T; r0 += step) {
+        int r1 = r0 + step < T ? r0 + step : T;
+        if (cols_causal)  /* S rows r0..r1 over keys 0..r1 */
+            sgemm_serial(r1 - r0, r1, K, A + r0 * rsa, rsa, csa, B, rsb, csb, C + r0 * ldc, ldc, accumulate);
+        else              /* rows r0..r1 summing over t2 < r1 only */
+            sgemm_serial(r1 - r0, N, r1, A + r0 * rsa, rsa, csa, B, rsb, csb, C + r0 * ldc, ldc, accumulate);
+    }
+}
+
+/* C[t2 in c0..c1) += sum over t >= c0 of A^T: dK = dS^T Q and dV = att^T dY, whose terms t < t2 are zero */
+static void causal_cols(int T, int N, const float *G, long ldg, const float *X, long ldx, float *C, long ldc) {
+    int step = T >= 2 * CAUSAL_BLOCK ? CAUSAL_BLOCK : T;
+    for (int c0 = 0; c0 < T; c0 += step) {
+        int c1 = c0 + step < T ? c0 + step : T;
+        /* C[c0..c1) (c x N) += G[c0..T, c0..c1)^T (c x (T-c0)) X[c0..T) ((T-c0) x N) */
+        sgemm_serial(c1 - c0, N, T - c0, G + (long)c0 * ldg + c0, 1, ldg, X + (long)c0 * ldx, ldx, 1,
+                     C + (long)c0 * ldc, ldc, 1);
+    }
+}
 
 void attention_forward(float *out, float *preatt, float *att, const float *inp, int B, int T, int C, int NH) {
     int hs = C / NH;
@@ -214,7 +210,7 @@ void attention_forward(float *out, float *preatt, float *att, const float *inp, 
         for (int h = 0; h < NH; h++) {
             const float *q = inp + (long)b * T * C3 + h * hs, *k = q + C, *v = q + 2 * C;
             float *pre = preatt + ((long)b * NH + h) * T * T, *a = att + ((long)b * NH + h) * T * T;
-            sgemm_serial(T, T, hs, q, C3, 1, k, 1, C3, pre, T, 0);  /* S = Q K^T: B(i, t2) = k[t2][i] */
+            causal_rows(T, T, hs, 1, q, C3, 1, k, 1, C3, pre, T, 0);  /* S = Q K^T: B(i, t2) = k[t2][i] */
             for (int t = 0; t < T; t++) {
                 float *pr = pre + (long)t * T, *ar = a + (long)t * T, mx = -INFINITY;
                 for (int t2 = 0; t2 <= t; t2++) {
@@ -236,7 +232,7 @@ void attention_forward(float *out, float *preatt, float *att, const float *inp, 
                     ar[t2] = 0.0f;
                 }
             }
-            sgemm_serial(T, hs, T, a, T, 1, v, C3, 1, out + (long)b * T * C + h * hs, C, 0);  /* Y = att V */
+            causal_rows(T, hs, T, 0, a, T, 1, v, C3, 1, out + (long)b * T * C + h * hs, C, 0);  /* Y = att V */
         }
 }
 
@@ -272,9 +268,9 @@ void attention_backward(float *dinp, float *dpreatt, float *datt, const float *d
                     gr[t2] = ds * scale;  /* the scores were q . k * scale */
                 }
             }
-            sgemm_serial(T, hs, T, g, T, 1, k, C3, 1, dq, C3, 1);   /* dQ += dS K */
-            sgemm_serial(T, hs, T, g, 1, T, q, C3, 1, dk, C3, 1);   /* dK += dS^T Q */
-            sgemm_serial(T, hs, T, a, 1, T, dy, C, 1, dv, C3, 1);   /* dV += att^T dY */
+            causal_rows(T, hs, T, 0, g, T, 1, k, C3, 1, dq, C3, 1);  /* dQ += dS K */
+            causal_cols(T, hs, g, T, q, C3, dk, C3);                 /* dK += dS^T Q */
+            causal_cols(T, hs, a, T, dy, C, dv, C3);                 /* dV += att^T dY */
             free(g);
         }
 }

@@ -7,19 +7,7 @@
 #ifndef MINIGPT_H
 #define MINIGPT_H
 
-/* ---- gemm.c: C (M x N, row stride ldc) (+)= A (M x K) B (K x N) ----
- * A(i, p) = A[i*rsa + p*csa] and B(p, j) = B[p*rsb + j*csb]: a transposed operand is just other
- * strides, so the three products of a linear layer need no transposing copy (packing does it).
- * accumulate = 0 overwrites C, 1 adds into it. */
-void sgemm(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb, long csb,
-           float *C, long ldc, int accumulate);
-/* the same on the calling thread only: for callers that are themselves one task of a parallel loop */
-void sgemm_serial(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb,
-                  long csb, float *C, long ldc, int accumulate);
-/* the textbook triple loop, same contract: to read, and the reference in tests */
-void sgemm_naive(int M, int N, int K, const float *A, long rsa, long csa, const float *B, long rsb,
-                 long csb, float *C, long ldc, int accumulate);
-const char *sgemm_kernel_name(void); /* "avx2-fma 6x16" or "portable 6x16" */
+#include "gemm.h" /* sgemm and its kernels: declared apart, so csrc/decode.c can include gemm.c */
 
 /* ---- kernels.c ---- */
 void encoder_forward(float *out, const int *inp, const float *wte, const float *wpe, int B, int T, int C);

@@ -44,20 +44,115 @@ def close(ours, ref, rtol=RTOL, atol=ATOL, name=""):
 dims = st.one_of(st.integers(1, 40), st.sampled_from([6, 12, 16, 17, 31, 32, 95, 97, 263, 265]))
 
 
+KERNELS = ops_c.kernels_supported()  # every micro-kernel this CPU runs: AVX2 stays tested on AVX-512
+
+
+class kernel:
+    """with kernel(name): GEMMs run on that micro-kernel, then on the one in use before."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __enter__(self):
+        self.before = next(n for n in KERNELS if ops_c.kernel_name_of(n) == ops_c.kernel_name())
+        ops_c.use_kernel(self.name)
+
+    def __exit__(self, *exc):
+        ops_c.use_kernel(self.before)
+
+
 @settings(max_examples=200)
 @given(M=dims, N=dims, K=st.one_of(dims, st.sampled_from([255, 256, 257, 513])),
        ta=st.booleans(), tb=st.booleans(), acc=st.booleans(), seed=st.integers(0, 2**16))
 def test_gemm(M, N, K, ta, tb, acc, seed):
+    """Every micro-kernel (and the naive loop) against float64, and the kernels against each other."""
     rng = np.random.default_rng(seed)
     a = rand(rng, K, M).T if ta else rand(rng, M, K)  # a transposed view: other strides, no copy
     b = rand(rng, N, K).T if tb else rand(rng, K, N)
     c0 = rand(rng, M, N)
     ref = (c0.astype(np.float64) if acc else 0) + a.astype(np.float64) @ b.astype(np.float64)
     tol = dict(rtol=1e-5, atol=1e-6 * np.sqrt(K) * 4)
-    for fn in (ops_c.gemm, ops_c.gemm_naive):
+    outs = {}
+    for name in KERNELS:
+        with kernel(name):
+            out = c0.copy()
+            ops_c.gemm(out, a, b, accumulate=acc)
+        close(out, ref, **tol, name=name)
+        outs[name] = out
+    out = c0.copy()
+    ops_c.gemm_naive(out, a, b, accumulate=acc)
+    close(out, ref, **tol, name="naive")
+    # two kernels differ only in the order of float32 roundings: |a||b| K eps bounds it
+    bound = (np.abs(c0) if acc else 0) + np.abs(a).astype(np.float64) @ np.abs(b) * (K + 1) * 2**-23
+    for name, o in outs.items():
+        assert np.all(np.abs(o - outs[KERNELS[-1]]) <= bound), f"{name} vs {KERNELS[-1]}"
+
+
+@settings(max_examples=100)
+@given(M=dims, N=dims, K=st.one_of(dims, st.sampled_from([255, 256, 257, 513])),
+       ta=st.booleans(), tb=st.booleans(), acc=st.booleans(), seed=st.integers(0, 2**16))
+def test_gemm_bf16_operands(M, N, K, ta, tb, acc, seed):
+    """Mixed precision: operands rounded to bf16 (nearest even), products summed in fp32, on every
+    kernel (vdpbf16ps on the AVX-512 one where the CPU has AVX512-BF16), against ops.matmul_bf16."""
+    rng = np.random.default_rng(seed)
+    a = rand(rng, K, M).T if ta else rand(rng, M, K)
+    b = rand(rng, N, K).T if tb else rand(rng, K, N)
+    c0 = rand(rng, M, N)
+    ref = (c0.astype(np.float64) if acc else 0) + ops.matmul_bf16(a, b)
+    bound = (np.abs(c0) if acc else 0) + np.abs(a).astype(np.float64) @ np.abs(b) * (K + 1) * 2**-23
+    plain = a.astype(np.float64) @ b.astype(np.float64)
+    for name in KERNELS:
         out = c0.copy()
-        fn(out, a, b, accumulate=acc)
-        close(out, ref, **tol, name=fn.__name__)
+        with kernel(name):
+            ops_c.set_gemm_dtype("bf16")
+            try:
+                ops_c.gemm(out, a, b, accumulate=acc)
+            finally:
+                ops_c.set_gemm_dtype("fp32")
+        assert np.all(np.abs(out - ref) <= bound + 1e-30), name
+    if K >= 8:  # and it is not the fp32 product: the rounding of the operands shows
+        out = c0.copy()
+        with kernel(KERNELS[0]):
+            ops_c.set_gemm_dtype("bf16")
+            ops_c.gemm(out, a, b, accumulate=acc)
+            ops_c.set_gemm_dtype("fp32")
+        assert np.abs(out - ((c0 if acc else 0) + plain)).max() > 0
+
+
+def test_bf16_round_is_nearest_even():
+    # ties go to the even mantissa (1 + 2^-8 -> 1, 1 + 3 * 2^-8 -> 1 + 2^-6); the largest float rounds up to inf
+    x = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -2.5, np.inf, np.finfo(np.float32).max], np.float32)
+    want = np.array([1.0, 1.0, 1 + 2**-6, 1 + 2**-7, -2.5, np.inf, np.inf], np.float32)
+    np.testing.assert_array_equal(ops.bf16_round(x), want)
+    assert np.isnan(ops.bf16_round(np.array([np.nan], np.float32)))[0]
+
+
+def test_kernel_names():
+    """The CPU's best kernel is the default; an unknown name or one the CPU lacks is a clear error."""
+    assert KERNELS[-1] == "portable" and set(KERNELS) <= set(ops_c.KERNELS)
+    with kernel(KERNELS[0]):
+        assert ops_c.KERNEL == ops_c.kernel_name() == ops_c.kernel_name_of(KERNELS[0])
+    with pytest.raises(ValueError, match="unknown GEMM kernel"):
+        ops_c.use_kernel("sse9")
+    for name in set(ops_c.KERNELS) - set(KERNELS):
+        with pytest.raises(ValueError, match="lacks"):
+            ops_c.use_kernel(name)
+
+
+@pytest.mark.parametrize("name", KERNELS)
+def test_matmul_each_kernel(name):
+    """A linear layer's forward and backward on each kernel: 2 x 3 x 2 tiles of the bigger kernel."""
+    rng = np.random.default_rng(1)
+    B, T, C, OC = 2, 13, 300, 70
+    inp, w, bias, dout = rand(rng, B, T, C), rand(rng, OC, C), rand(rng, OC), rand(rng, B, T, OC)
+    out, dinp, dw, dbias = np.empty((B, T, OC), np.float32), *(np.zeros(s, np.float32) for s in ((B, T, C), (OC, C), (OC,)))
+    with kernel(name):
+        ops_c.matmul_forward(out, inp, w, bias, B, T, C, OC)
+        ops_c.matmul_backward(dinp, dw, dbias, dout, inp, w, B, T, C, OC)
+    i, W, d = f64(inp, w, dout)
+    close(out, i @ W.T + bias, rtol=1e-5, atol=1e-4)
+    close(dinp, d @ W, rtol=1e-5, atol=1e-4)
+    close(dw, d.reshape(-1, OC).T @ i.reshape(-1, C), rtol=1e-5, atol=1e-4)
 
 
 def test_gemm_many_tiles():
@@ -150,8 +245,20 @@ def test_matmul(s, bias):
 @settings(max_examples=120)
 @given(s=shapes)
 def test_attention(s):
-    B, T, NH, C = s["B"], s["T"], s["NH"], s["NH"] * s["hs"]
-    rng = np.random.default_rng(s["seed"])
+    check_attention(s["B"], s["T"], s["NH"], s["hs"], s["seed"])
+
+
+@settings(max_examples=6, deadline=None)
+@given(T=st.sampled_from([192, 193, 250, 289]), NH=st.integers(1, 2), hs=st.integers(1, 9),
+       seed=st.integers(0, 2**16))
+def test_attention_causal_blocks(T, NH, hs, seed):
+    """From T = 192 the C attention computes the causal half in 96-row blocks: ragged last blocks too."""
+    check_attention(1, T, NH, hs, seed)
+
+
+def check_attention(B, T, NH, hs, seed):
+    C = NH * hs
+    rng = np.random.default_rng(seed)
     inp, dout = rand(rng, B, T, 3 * C), rand(rng, B, T, C)
     out = np.empty((B, T, C), np.float32)
     preatt, att = np.empty((B, NH, T, T), np.float32), np.empty((B, NH, T, T), np.float32)

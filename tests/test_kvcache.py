@@ -64,6 +64,35 @@ def test_matvec_c_matches_numpy(N, C, OC, bias, half, seed):
 
 
 @needs_c
+@settings(max_examples=20, deadline=None)
+@given(n=st.one_of(st.integers(1, 40), st.integers(4090, 9000)), seed=st.integers(0, 2**16))
+def test_stream_read_is_a_sum(n, seed):
+    from minigpt.model import ops_decode_c
+    x = np.random.default_rng(seed).standard_normal(n).astype(np.float32)
+    assert abs(ops_decode_c.stream_read(x) - x.astype(np.float64).sum()) <= 1e-6 * n * np.abs(x).max()
+
+
+@needs_c
+@settings(max_examples=15, deadline=None)
+@given(N=st.integers(48, 70), C=st.sampled_from([1, 8, 37, 256, 300]), OC=st.integers(1, 45),
+       bias=st.booleans(), half=st.booleans(), seed=st.integers(0, 2**16))
+def test_prefill_rows_go_through_the_gemm(N, C, OC, bias, half, seed):
+    """From 48 rows on (csrc/decode.c GEMM_ROWS) the matvec is the packed GEMM: same reference."""
+    from minigpt.model import ops_decode_c
+    rng = np.random.default_rng(seed)
+    inp = rng.standard_normal((N, C)).astype(np.float32)
+    w = rng.standard_normal((OC, C)).astype(np.float32)
+    if half:
+        w = f32_to_bf16(w).reshape(OC, C)
+    b = rng.standard_normal(OC).astype(np.float32) if bias else None
+    ours, ref = np.empty((N, OC), np.float32), np.empty((N, OC), np.float32)
+    fn = "matvec_forward_bf16" if half else "matvec_forward"
+    getattr(ops_decode_c, fn)(ours, inp, w, b, N, C, OC)
+    getattr(ops_decode, fn)(ref, inp, w, b, N, C, OC)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5 * np.sqrt(C))
+
+
+@needs_c
 @settings(max_examples=30)
 @given(B=st.integers(1, 3), NH=st.integers(1, 3), hs=st.integers(1, 9), maxT=st.integers(1, 12),
        data=st.data())

@@ -149,3 +149,25 @@ def test_resume_on_the_cuda_backend_host_emulation(tmp_path, data, monkeypatch, 
     assert np.abs(ma).max() > 0
     np.testing.assert_array_equal(ma, mb)
     np.testing.assert_array_equal(va, vb)
+
+
+@pytest.mark.skipif("c" not in CPU_BACKENDS, reason="--dtype bf16 runs on the C backend")
+def test_bf16_run_learns_like_fp32_and_is_refused_elsewhere(tmp_path, data, capsys):
+    """--dtype bf16 (bf16 GEMM operands, fp32 weights and AdamW): the same run's losses follow fp32's
+    closely and fall as far; the NumPy backend refuses it with a one-line error."""
+    from minigpt.model import ops_c
+    args = SMALL + ["--data", data, "--steps", "30", "--eval-every", "30", "--backend", "c", "--lr", "3e-3"]
+    curves = {}
+    for dtype in ("fp32", "bf16"):
+        assert main(["train", *args, "--dtype", dtype, "--out", str(tmp_path / dtype)]) == 0
+        curves[dtype] = np.array([loss for _, loss in read_log(str(tmp_path / dtype))[0]])
+    assert ops_c.get_gemm_dtype() == "bf16"
+    ops_c.set_gemm_dtype("fp32")
+    fp32, bf16 = curves["fp32"], curves["bf16"]
+    assert fp32[-5:].mean() < fp32[:5].mean() - 0.3 and bf16[-5:].mean() < bf16[:5].mean() - 0.3
+    assert np.abs(bf16 - fp32).max() < 0.05 * fp32.max()
+    assert not np.array_equal(bf16, fp32)  # the setting took effect
+    capsys.readouterr()
+    assert main(["train", *SMALL, "--data", data, "--steps", "2", "--backend", "numpy", "--dtype", "bf16",
+                 "--out", str(tmp_path / "np")]) == 2
+    assert "C backend only" in capsys.readouterr().err

@@ -58,6 +58,24 @@ def layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, B, T, C):
 
 
 # --------------------------------------------------------------------------------------------------
+# bf16 operands: mixed-precision training rounds each GEMM operand to bf16 (nearest, ties to even)
+# and sums the products in fp32; weights, gradients and AdamW state stay fp32
+
+
+def bf16_round(x):
+    """x rounded to the nearest bf16 (ties to even; NaN stays NaN), as float32: 8 mantissa bits."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) << 16
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    return np.where(nan, ((u >> 16) | 0x40) << 16, rounded).astype(np.uint32).view(np.float32).reshape(np.shape(x))
+
+
+def matmul_bf16(a, b):
+    """a @ b with bf16 operands: the products a bf16 GEMM makes (exact in fp32), summed in float64 here."""
+    return bf16_round(a).astype(np.float64) @ bf16_round(b).astype(np.float64)
+
+
+# --------------------------------------------------------------------------------------------------
 # matmul: a linear layer; weights are stored (out, in) as in llm.c and PyTorch
 
 

@@ -11,6 +11,8 @@ is harmless). Sizes are checked against the arrays before C touches memory.
 Thread count: OMP_NUM_THREADS at start-up, or set_threads(n) (GPT(cfg, backend="c", threads=n)).
 """
 
+import os
+
 import numpy as np
 
 from .._kernels import ffi, lib  # OMP_WAIT_POLICY: see minigpt/__init__.py; ImportError when not built: minigpt.backend then leaves "c" out
@@ -19,9 +21,63 @@ __all__ = ["encoder_forward", "encoder_backward", "layernorm_forward", "layernor
            "matmul_forward", "matmul_backward", "attention_forward", "attention_backward",
            "gelu_forward", "gelu_backward", "residual_forward", "residual_backward",
            "softmax_crossentropy_forward", "softmax_crossentropy_backward", "adamw_update",
-           "available", "set_threads", "get_threads", "gemm", "gemm_naive", "KERNEL"]
+           "available", "set_threads", "get_threads", "gemm", "gemm_naive", "KERNEL", "KERNELS",
+           "kernels_supported", "use_kernel", "kernel_name", "kernel_name_of", "set_gemm_dtype",
+           "get_gemm_dtype"]
 
-KERNEL = ffi.string(lib.sgemm_kernel_name()).decode()  # "avx2-fma 6x16" or "portable 6x16"
+# The GEMM micro-kernels this build carries; csrc/gemm.c picks one at run time from the CPU's
+# features (cpuid), or the one the environment variable MINIGPT_KERNEL names.
+KERNELS = ("avx512", "avx2", "portable")
+
+
+def kernel_name():
+    """The micro-kernel in use, as "avx512f 12x32", "avx2-fma 6x16" or "portable 6x16"."""
+    return ffi.string(lib.sgemm_kernel_name()).decode()
+
+
+def _kernel_error(name, rc):
+    if rc == 1:
+        return ValueError(f"unknown GEMM kernel {name!r}: expected one of {', '.join(KERNELS)}")
+    return ValueError(f"GEMM kernel {name!r} needs instructions this CPU lacks")
+
+
+def use_kernel(name=None):
+    """Run every GEMM on micro-kernel `name` (one of KERNELS), or on the best this CPU has (None)."""
+    global KERNEL
+    rc = lib.sgemm_use_kernel(ffi.NULL if name is None else str(name).encode())
+    if rc:
+        raise _kernel_error(name, rc)
+    KERNEL = kernel_name()
+
+
+def set_gemm_dtype(dtype):
+    """"bf16": every GEMM of the C backend (linear layers, attention) rounds its operands to bf16 and
+    sums in fp32 (mixed-precision training; AVX512-BF16 where the CPU has it); "fp32": plain fp32.
+    Process-wide: the C kernels keep one setting."""
+    if dtype not in ("fp32", "bf16"):
+        raise ValueError(f"GEMM dtype must be 'fp32' or 'bf16', not {dtype!r}")
+    lib.sgemm_set_bf16(int(dtype == "bf16"))
+
+
+def get_gemm_dtype():
+    return "bf16" if lib.sgemm_get_bf16() else "fp32"
+
+
+def kernels_supported():
+    """The names in KERNELS that this CPU can run (the tests run each of them)."""
+    return [name for name in KERNELS if lib.sgemm_kernel_check(name.encode()) == 0]
+
+
+def kernel_name_of(name):
+    """The label kernel_name() gives for the kernel that MINIGPT_KERNEL calls `name`."""
+    return {"avx512": "avx512f 12x32", "avx2": "avx2-fma 6x16", "portable": "portable 6x16"}[name]
+
+
+if os.environ.get("MINIGPT_KERNEL"):  # C quietly ignores a name it cannot run: say so here instead
+    _rc = lib.sgemm_kernel_check(os.environ["MINIGPT_KERNEL"].encode())
+    if _rc:
+        raise _kernel_error(os.environ["MINIGPT_KERNEL"], _rc)
+KERNEL = kernel_name()  # the one in use at import
 
 
 def available():

@@ -111,3 +111,13 @@ def attention_cached(out, qkv, kcache, vcache, streams, positions, N, C, NH, max
 def gelu_forward(out, inp, N):
     _dims(N)
     lib.gelu_forward(_f(out, "out", N, True), _f(inp, "inp", N), N)
+
+
+def stream_read(x):
+    """The sum of float32 array x, read once by every thread: the bench's memory-bandwidth probe."""
+    return lib.stream_read(_f(x, "x", x.size), x.size)
+
+
+def gemm_kernel():
+    """The micro-kernel prefill's GEMM runs on (csrc/gemm.c, chosen by cpuid or MINIGPT_KERNEL)."""
+    return ffi.string(lib.sgemm_kernel_name()).decode()

@@ -74,12 +74,13 @@ class TrainSettings:
     seed: int = 1337             # seed of the weights, the data order, dropout and the samples
     plot: bool = True            # draw the loss curve (loss.png) at the end
     zero: int = 0                # under mpirun: 0 all-reduces the gradients; 1 (ZeRO-1) also splits AdamW's moments over the ranks
+    dtype: str = "fp32"          # fp32 | bf16: bf16 rounds every GEMM operand to bf16 and sums in fp32 (AVX512-BF16 where the CPU has it); weights, gradients, AdamW stay fp32. C backend only
 
     CHOICES = {"model": tuple(PRESETS), "sampling": ("epoch", "random"), "decay": ("cosine", "linear", "constant"),
-               "zero": (0, 1)}
+               "zero": (0, 1), "dtype": ("fp32", "bf16")}
 
     def __post_init__(self):
-        for name in ("model", "sampling", "decay", "zero"):
+        for name in ("model", "sampling", "decay", "zero", "dtype"):
             settings.check_choice(self, name)
         for name in ("vocab_size",):
             settings.check_range(self, name, 256, 65536)
@@ -447,6 +448,10 @@ def start_run(s, cfg, rt, resume, tok, log=print, world=None):
     if world.size > 1 and model.backend.name == "cuda":
         raise ValueError("MPI training runs on the CPU backends (numpy, c); the CUDA backend would need NCCL")
     model.dropout = s.dropout
+    if s.dtype == "bf16" and model.backend.name != "c":
+        raise ValueError(f"--dtype bf16 runs on the C backend only, not {model.backend.name!r}")
+    if model.backend.name == "c":  # process-wide in the C kernels: set it either way
+        model.backend.ops.set_gemm_dtype(s.dtype)
     if model.dropout > 0 and model.backend.name == "cuda":
         raise ValueError("--dropout is not implemented in the CUDA backend's forward (minigpt/model/gpt_cuda.py); "
                          "use --dropout 0 or a CPU backend")
