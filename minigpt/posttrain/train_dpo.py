@@ -133,7 +133,7 @@ def train_dpo(s, rt, resume=False, log=print):
     train, dropped = fit(token_pairs(tok, train_pairs), T)
     val, dropped_val = fit(token_pairs(tok, val_pairs), T)
     if len(train) < 2 or not val:
-        raise ValueError(f"{s.data or "built-in pairs"}: {len(train)} train and {len(val)} held-out pairs fit the context of {T} "
+        raise ValueError(f"{s.data or 'built-in pairs'}: {len(train)} train and {len(val)} held-out pairs fit the context of {T} "
                          f"tokens ({skipped} lines skipped): too few")
     ref_train, ref_val = reference_logps(reference, train, T), reference_logps(reference, val, T)
     run_dir = s.out or os.path.join("runs", "dpo")
