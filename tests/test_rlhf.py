@@ -153,3 +153,11 @@ def test_no_early_stop_runs_on_and_resumes_exactly(base, tmp_path, capsys):
     assert parts == whole
     for name in ("ckpt_000006.bin", "best.bin"):
         assert (tmp_path / "parts" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
+def test_dpo_without_data_samples_its_own_pairs(base, tmp_path, capsys):
+    d, _ = base
+    assert main(["dpo", "--base", str(d), "--out", str(tmp_path / "dpo"), "--steps", "2", "--pairs", "8",
+                 "--max-new-tokens", "4", "--eval-every", "1", "--backend", "numpy"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(read_preferences(tmp_path / "dpo" / "prefs.jsonl", strict=True)[0]) == 8
