@@ -137,6 +137,15 @@ def test_early_stopping_keeps_the_best_checkpoint(base, tmp_path, capsys):
         assert kept.read_bytes() == (tmp_path / "r" / f"ckpt_{summary['best_step']:06d}.bin").read_bytes()
     else:
         assert kept.read_bytes() == (d / "ckpt_000000.bin").read_bytes()
+    # killed just before the best evaluation: the resumed run finds the same best and stops at the same step
+    shutil.copytree(tmp_path / "r", tmp_path / "again")
+    for f in (tmp_path / "again").glob("ckpt_*"):
+        if int(f.stem[5:]) > max(summary["best_step"], 1):
+            f.unlink()
+    assert run_rlhf(d, tmp_path / "again", "--steps", "12", "--eval-every", "1", "--patience", "2", "--keep", "20",
+                    "--resume") == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == summary
+    assert (tmp_path / "again" / "best.bin").read_bytes() == kept.read_bytes()
 
 
 def test_no_early_stop_runs_on_and_resumes_exactly(base, tmp_path, capsys):
@@ -161,3 +170,29 @@ def test_dpo_without_data_samples_its_own_pairs(base, tmp_path, capsys):
                  "--max-new-tokens", "4", "--eval-every", "1", "--backend", "numpy"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert len(read_preferences(tmp_path / "dpo" / "prefs.jsonl", strict=True)[0]) == 8
+
+
+def test_early_stopping_on_a_scripted_gold_curve_and_its_resume(base, tmp_path, capsys, monkeypatch):
+    """Held-out gold 0, .1, .3, .2, .25, ...: the best is step 2, patience 2 stops at step 4, best.bin
+    is the step-2 model; killed right after the step-2 checkpoint, the resumed run agrees."""
+    d, _ = base
+    curve = [0.0, 0.1, 0.3, 0.2, 0.25, 0.4, 0.5]
+
+    def scripted(model, ref, rm, tok, s, seed):
+        step = len([x for x in open(log_path()) if "val_gold" in x]) if log_path().exists() else 0
+        return {"val_gold": curve[step], "val_gold_std": 0.0, "val_proxy": float(step), "val_kl": 0.0,
+                "val_length": 1.0, "sample": ""}
+
+    out = tmp_path / "s"
+    log_path = lambda: out / "log.jsonl"  # noqa: E731
+    monkeypatch.setattr(rlhf, "evaluate", scripted)
+    assert run_rlhf(d, out, "--steps", "6", "--eval-every", "1", "--patience", "2", "--keep", "20") == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (summary["best_step"], summary["stopped_at"], summary["gold_after"]) == (2, 4, 0.3)
+    assert (out / "best.bin").read_bytes() == (out / "ckpt_000002.bin").read_bytes()
+    for f in out.glob("ckpt_00000[34].*"):
+        f.unlink()
+    (out / "best.bin").write_bytes((out / "ckpt_000001.bin").read_bytes())   # the best before step 2's evaluation
+    assert run_rlhf(d, out, "--steps", "6", "--eval-every", "1", "--patience", "2", "--keep", "20", "--resume") == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == summary
+    assert (out / "best.bin").read_bytes() == (out / "ckpt_000002.bin").read_bytes()

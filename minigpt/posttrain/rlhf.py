@@ -180,7 +180,7 @@ def rlhf_train(model, ref, rm, tok, s, run_dir, saved, start=0, state=None, log=
     bar = tqdm(total=s.steps, initial=start, unit="step", dynamic_ncols=True, disable=None)
     step = start
     for step in range(start, s.steps):
-        if step % s.eval_every == 0 and (step > start or start == 0):
+        if step % s.eval_every == 0:  # on a resume too: the checkpoint's state predates this evaluation
             if should_stop(validate(step)):
                 state["stopped_at"] = step
                 break
@@ -268,9 +268,9 @@ def run(args):
     if args.resume == "auto" and not args.out:
         raise ValueError("--resume: name the run directory (--resume RUN or --out RUN)")
     (s, rt), resume = settings_from(args, CLASSES)
+    base_ckpt, tok = open_base(s)
     if not s.reward:
         raise ValueError("--reward: name the reward model run (minigpt reward) to optimise against")
-    base_ckpt, tok = open_base(s)
     rm = load_reward(s.reward, rt.backend)
     run_dir = s.out or os.path.join("runs", time.strftime("rlhf-%Y%m%d-%H%M%S"))
     os.makedirs(run_dir, exist_ok=True)
@@ -282,7 +282,7 @@ def run(args):
         model = GPT.load(os.path.join(run_dir, info["model_file"]), backend=rt.backend, threads=rt.threads)
         checkpoint.set_moments(model, m, v)
         start, state = info["step"], info.get("rlhf")
-        truncate_log(os.path.join(run_dir, "log.jsonl"), start, keep_val=True)
+        truncate_log(os.path.join(run_dir, "log.jsonl"), start)
         print(f"resuming {run_dir} at step {start} from {state_path}")
     else:
         model, start = GPT.load(base_ckpt, backend=rt.backend, threads=rt.threads), 0
