@@ -10,9 +10,14 @@
  * forward_cached in minigpt/inference/kvcache.py: prefill the prompt in one pass, then one token at a time
  * from a KV cache, stopping at -n tokens or when the context (block_size) is full.
  *
- * The tokenizer .bin (llm.c's, 20240328 v2) is a decode table with no merges, so a text prompt is
- * encoded byte by byte (exact for a byte-level vocabulary); for a BPE vocabulary pass the ids
- * that minigpt's tokenizer gives with -I "id id id".
+ * The tokenizer .bin: llm.c's version 2 is a decode table with no merges, so with it a text prompt
+ * is encoded byte by byte (exact for a byte-level vocabulary; or pass ids with -I "id id id").
+ * minigpt's version 3 adds the merges, the pre-split pattern and its Unicode classes: run.c then
+ * encodes text exactly as minigpt's Tokenizer does (csrc/pretokenize.h's scanners, tiktoken's
+ * merge rule), and chats (-m chat): the chat template, replies that stop at <|im_end|>, as
+ * llama2.c's run.c.
+ *
+ *   ./run sft/ckpt.bin -z sft/tokenizer.bin -m chat -y "You are helpful." -t 0
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +26,9 @@
 #include <unistd.h>
 
 #include "decode.c"
+#include "pretokenize.h"  // the GPT-2 / GPT-4 pre-split scanners (header only; shared with csrc/bpe.c)
+
+const uint8_t *g_cls = NULL;  // pretokenize.h's Unicode class table: from a version-3 tokenizer file
 
 static void die(const char *msg, const char *path) {
     fprintf(stderr, "run: %s%s%s\n", path ? path : "", path ? ": " : "", msg);
@@ -202,14 +210,23 @@ typedef struct {
     unsigned char **tok;
     unsigned char *len;
     int byte_id[256];  // the single-byte token of each byte, -1 if none
+    // version 3 only: what encoding needs
+    int bpe, pattern;  // bpe: the file has merges; pattern: 0 none, 1 gpt2, 2 gpt4 (csrc/bpe.h)
+    int n_special, n_pairs;
+    int *special;      // the special token ids
+    int *pairs;        // (left, right, merged) triples sorted by (left, right)
+    uint8_t *classes;  // one class byte per code point (0x110000)
 } Tokenizer;
+
+static void load_bpe(Tokenizer *t, FILE *f, const int *h, const char *path);
 
 static void load_tokenizer(Tokenizer *t, const char *path) {
     FILE *f = fopen(path, "rb");
     if (!f) die("cannot open tokenizer file", path);
     int h[256];
     if (fread(h, sizeof(int), 256, f) != 256) die("truncated tokenizer: no 1024-byte header", path);
-    if (h[0] != 20240328 || h[1] != 2) die("not an llm.c tokenizer (expected magic 20240328, version 2)", path);
+    if (h[0] != 20240328 || (h[1] != 2 && h[1] != 3))
+        die("not an llm.c tokenizer (expected magic 20240328, version 2, or minigpt's version 3)", path);
     t->n = h[2]; t->eot = h[3];
     if (t->n <= 0) die("bad tokenizer vocabulary size", path);
     t->tok = xmalloc(t->n * sizeof(unsigned char *)); t->len = xmalloc(t->n);
@@ -220,7 +237,177 @@ static void load_tokenizer(Tokenizer *t, const char *path) {
         if (fread(t->tok[i], 1, t->len[i], f) != t->len[i]) die("truncated tokenizer table", path);
         if (t->len[i] == 1 && i != t->eot && t->byte_id[t->tok[i][0]] < 0) t->byte_id[t->tok[i][0]] = i;
     }
+    if (h[1] == 3) load_bpe(t, f, h, path);
     fclose(f);
+}
+
+// ------------------------------------------------------------------------------------------------
+// BPE encoding (version-3 tokenizer files), the same as minigpt's Tokenizer.encode_ordinary
+
+static void read_ints(int *dst, size_t n, FILE *f, const char *path) {
+    if (fread(dst, sizeof(int), n, f) != n) die("truncated tokenizer: a version-3 section is cut short", path);
+}
+
+static void load_bpe(Tokenizer *t, FILE *f, const int *h, const char *path) {
+    t->pattern = h[4]; t->n_special = h[5]; t->n_pairs = h[6];
+    int n_runs = h[7];
+    if (t->pattern < 0 || t->pattern > 2 || t->n_special < 0 || t->n_pairs < 0 || n_runs <= 0 || n_runs > 0x110000)
+        die("bad version-3 tokenizer header", path);
+    t->special = xmalloc((size_t)t->n_special * sizeof(int));
+    t->pairs = xmalloc((size_t)t->n_pairs * 3 * sizeof(int));
+    int *runs = xmalloc((size_t)n_runs * 2 * sizeof(int));
+    read_ints(t->special, t->n_special, f, path);
+    read_ints(t->pairs, (size_t)t->n_pairs * 3, f, path);
+    read_ints(runs, (size_t)n_runs * 2, f, path);
+    if (fgetc(f) != EOF) die("bytes left after the version-3 sections", path);
+    for (int i = 0; i < t->n_special; i++)
+        if (t->special[i] < 0 || t->special[i] >= t->n) die("a special token id is out of range", path);
+    for (int i = 0; i < t->n_pairs * 3; i++)
+        if (t->pairs[i] < 0 || t->pairs[i] >= t->n) die("a merge names a token id out of range", path);
+    t->classes = xmalloc(0x110000);  // runs of (first code point, class) -> one byte per code point
+    for (int r = 0; r < n_runs; r++) {
+        int lo = runs[2 * r], hi = r + 1 < n_runs ? runs[2 * r + 2] : 0x110000;
+        if (lo < 0 || hi > 0x110000 || lo >= hi || (r == 0 && lo != 0)) die("bad Unicode class runs", path);
+        memset(t->classes + lo, runs[2 * r + 1], (size_t)(hi - lo));
+    }
+    free(runs);
+    g_cls = t->classes;
+    t->bpe = 1;
+}
+
+// the id of the special token named `name`, or -1
+static int special_id(const Tokenizer *t, const char *name) {
+    size_t k = strlen(name);
+    for (int i = 0; i < t->n_special; i++) {
+        int id = t->special[i];
+        if (t->len[id] == k && memcmp(t->tok[id], name, k) == 0) return id;
+    }
+    return -1;
+}
+
+// the token that merging the adjacent pair (a, b) makes (its id is its rank), or INT32_MAX if none
+static int merged(const Tokenizer *t, int a, int b) {
+    int lo = 0, hi = t->n_pairs - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        const int *p = t->pairs + 3 * (size_t)mid;
+        if (p[0] == a && p[1] == b) return p[2];
+        if (p[0] < a || (p[0] == a && p[1] < b)) lo = mid + 1; else hi = mid - 1;
+    }
+    return INT32_MAX;
+}
+
+// ids of text as ordinary text (special-token text stays text); out needs strlen(text) slots.
+// Each pre-split chunk starts as single bytes; the adjacent pair whose merge has the lowest rank
+// merges first (leftmost on ties) until no pair merges: tiktoken's rule, minigpt's csrc/bpe.c.
+static int encode_text(const Tokenizer *t, const char *text, int *out) {
+    const uint8_t *s = (const uint8_t *)text;
+    int64_t n = (int64_t)strlen(text);
+    int count = 0;
+    if (!t->bpe) {  // a version-2 table: byte by byte
+        for (int64_t i = 0; i < n; i++) {
+            if (t->byte_id[s[i]] < 0) die("the tokenizer has no single-byte token for a prompt byte", NULL);
+            out[count++] = t->byte_id[s[i]];
+        }
+        return count;
+    }
+    for (int64_t i = 0; i < n;) {
+        int64_t j = bpe_next_chunk(t->pattern, s, n, i);
+        int *part = out + count, m = 0;
+        for (int64_t k = i; k < j; k++) {
+            if (t->byte_id[s[k]] < 0) die("the tokenizer has no single-byte token for a byte", NULL);
+            part[m++] = t->byte_id[s[k]];
+        }
+        while (m > 1) {
+            int best = -1, rank = INT32_MAX;
+            for (int k = 0; k + 1 < m; k++) {
+                int r = merged(t, part[k], part[k + 1]);
+                if (r < rank) { rank = r; best = k; }
+            }
+            if (best < 0) break;
+            part[best] = rank;
+            memmove(part + best + 1, part + best + 2, (size_t)(m - best - 2) * sizeof(int));
+            m--;
+        }
+        count += m;
+        i = j;
+    }
+    return count;
+}
+
+// ------------------------------------------------------------------------------------------------
+// chat mode: the chat template of minigpt/tokenizer/chat.py, one KV cache for the whole conversation
+
+static int read_line(char *buf, int size) {  // a line of stdin without its newline; 0 at the end
+    if (!fgets(buf, size, stdin)) return 0;
+    size_t k = strlen(buf);
+    while (k && (buf[k - 1] == '\n' || buf[k - 1] == '\r')) buf[--k] = 0;
+    return 1;
+}
+
+// <|im_start|>ROLE<|im_sep|>CONTENT<|im_end|> appended at out; returns the new count
+static int render_message(const Tokenizer *t, const int *marks, const char *role, const char *content, int *out) {
+    int n = 0;
+    out[n++] = marks[0];
+    n += encode_text(t, role, out + n);
+    out[n++] = marks[1];
+    n += encode_text(t, content, out + n);
+    out[n++] = marks[2];
+    return n;
+}
+
+// Turns: the user's text (the first from -i, the rest from stdin, one line each), then the reply,
+// sampled until <|im_end|> (or EOT, or -n tokens). Each turn feeds only its new tokens: the closing
+// <|im_end|> of the last reply, [the system message], the user message, `<|im_start|>assistant<|im_sep|>`.
+// A turn that no longer fits in the context ends the conversation, with a notice.
+static void chat(const Model *m, State *s, const Tokenizer *t, const char *system, const char *first, int steps,
+                 float temperature, float top_p, ProbIndex *buf) {
+    int marks[3] = {special_id(t, "<|im_start|>"), special_id(t, "<|im_sep|>"), special_id(t, "<|im_end|>")};
+    if (!t->bpe || marks[0] < 0 || marks[1] < 0 || marks[2] < 0)
+        die("chat mode needs a version-3 tokenizer with the chat tokens (the tokenizer.bin that `minigpt sft` writes)", NULL);
+    int maxT = m->cfg.maxT, interactive = isatty(0), pos = 0, close = 0;
+    static char line[1 << 16];
+    size_t cap = 2 * sizeof(line) + (system ? strlen(system) : 0) + (first ? strlen(first) : 0) + 64;
+    int *toks = xmalloc(cap * sizeof(int));
+    for (int turn = 0;; turn++) {
+        const char *user = turn == 0 && first ? first : NULL;
+        if (!user) {
+            if (interactive) { printf("user: "); fflush(stdout); }
+            if (!read_line(line, sizeof(line))) break;
+            user = line;
+        }
+        int n = 0;
+        if (close) toks[n++] = marks[2];  // the last reply's <|im_end|>: sampled, not yet fed
+        if (turn == 0 && system) n += render_message(t, marks, "system", system, toks + n);
+        n += render_message(t, marks, "user", user, toks + n);
+        toks[n++] = marks[0];
+        n += encode_text(t, "assistant", toks + n);
+        toks[n++] = marks[1];
+        if (pos + n >= maxT) {
+            fprintf(stderr, "run: the context is full (%d of %d tokens): the conversation ends here\n", pos, maxT);
+            break;
+        }
+        forward(m, s, toks, pos, n);
+        pos += n;
+        if (interactive) { printf("assistant: "); fflush(stdout); }
+        for (int generated = 0; generated < steps; generated++) {
+            int next = sample(s->logits, m->cfg.V, temperature, top_p, buf);
+            if (next == marks[2] || next == t->eot) break;
+            fwrite(t->tok[next], 1, t->len[next], stdout);
+            fflush(stdout);
+            if (pos >= maxT) break;
+            forward(m, s, &next, pos, 1);
+            pos++;
+        }
+        close = 1;
+        printf("\n");
+        fflush(stdout);
+        if (pos >= maxT) {
+            fprintf(stderr, "run: the context is full (%d tokens): the conversation ends here\n", maxT);
+            break;
+        }
+    }
+    free(toks);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -229,14 +416,17 @@ static void usage(void) {
     fprintf(stderr,
             "usage: run model.bin [options]\n"
             "  -z PATH   tokenizer .bin (llm.c format); without it token ids are printed\n"
-            "  -i TEXT   prompt text (encoded byte by byte)\n"
+            "  -i TEXT   prompt text (BPE with a version-3 tokenizer, else byte by byte); in chat mode the first user message\n"
             "  -I IDS    prompt token ids, space or comma separated (default: the EOT token)\n"
             "  -n INT    new tokens to generate (default 256)\n"
             "  -t FLOAT  temperature, 0 = greedy (default 1.0)\n"
             "  -p FLOAT  top-p (default 1.0: off)\n"
             "  -s INT    random seed (default: time)\n"
             "  -x        stop at the EOT token\n"
-            "  -o ids    print generated token ids instead of text\n");
+            "  -o ids    print generated token ids instead of text\n"
+            "  -m MODE   generate (default) or chat: the chat template, replies stop at <|im_end|>;\n"
+            "            user turns from -i, then one line of stdin each; encode: print the ids of -i\n"
+            "  -y TEXT   chat mode: the system prompt\n");
     exit(1);
 }
 
@@ -250,6 +440,7 @@ int main(int argc, char **argv) {
     }
     if (argc < 2 || argv[1][0] == '-') usage();
     const char *model_path = argv[1], *tok_path = NULL, *text = NULL, *ids = NULL, *out_mode = "text";
+    const char *mode = "generate", *system = NULL;
     int steps = 256, stop_eot = 0;
     float temperature = 1.0f, top_p = 1.0f;
     uint64_t seed = (uint64_t)time(NULL);
@@ -268,6 +459,8 @@ int main(int argc, char **argv) {
             case 'p': top_p = atof(v); break;
             case 's': seed = strtoull(v, NULL, 10); break;
             case 'o': out_mode = v; break;
+            case 'm': mode = v; break;
+            case 'y': system = v; break;
             default: usage();
         }
     }
@@ -281,6 +474,23 @@ int main(int argc, char **argv) {
     if (tok_path) load_tokenizer(&tok, tok_path);
     int eot = tok_path ? tok.eot : -1;
 
+    if (strcmp(mode, "chat") == 0) {
+        if (!tok_path) die("chat mode needs a tokenizer (-z)", NULL);
+        if (tok.n < c->V) die("the tokenizer has fewer tokens than the model's vocabulary", tok_path);
+        State cs;
+        alloc_state(&cs, c);
+        ProbIndex *cbuf = xmalloc((size_t)c->V * sizeof(ProbIndex));
+        chat(&m, &cs, &tok, system, text, steps, temperature, top_p, cbuf);
+        return 0;
+    }
+    if (strcmp(mode, "encode") == 0) {  // the ids of -i's text, one line: to check against minigpt's encoder
+        if (!tok_path || !text) die("-m encode needs -z and -i", NULL);
+        int *out = xmalloc((strlen(text) + 1) * sizeof(int)), k = encode_text(&tok, text, out);
+        for (int i = 0; i < k; i++) printf(i ? " %d" : "%d", out[i]);
+        printf("\n");
+        return 0;
+    }
+    if (strcmp(mode, "generate") != 0) die("-m must be generate, chat or encode", NULL);
     int *prompt = xmalloc(((text ? strlen(text) : 0) + (ids ? strlen(ids) : 0) + 1) * sizeof(int)), P = 0;
     if (ids) {
         for (const char *s = ids; *s;) {
@@ -294,10 +504,7 @@ int main(int argc, char **argv) {
         }
     } else if (text) {
         if (!tok_path) die("-i needs a tokenizer (-z), or give ids with -I", NULL);
-        for (const unsigned char *s = (const unsigned char *)text; *s; s++) {
-            if (tok.byte_id[*s] < 0) die("the tokenizer has no single-byte token for a prompt byte", NULL);
-            prompt[P++] = tok.byte_id[*s];
-        }
+        P = encode_text(&tok, text, prompt);
     } else if (eot >= 0) {
         prompt[P++] = eot;
     }

@@ -47,6 +47,11 @@ def check_messages(messages):
             raise ValueError(f"message {i}: role must be one of {list(ROLES)}, found {m.get('role')!r}")
         if not isinstance(m.get("content"), str):
             raise ValueError(f"message {i}: content must be a string, found {type(m.get('content')).__name__}")
+        try:
+            m["content"].encode("utf-8")
+        except UnicodeEncodeError as e:  # JSON's "\ud800" escapes: not text, and lost by any encoding
+            raise ValueError(f"message {i}: content has a lone surrogate (U+{ord(m['content'][e.start]):04X}) "
+                             f"at character {e.start}, which is not Unicode text") from None
     return messages
 
 
@@ -75,6 +80,28 @@ def render(tok, messages, add_generation_prompt=False):
         ids += head
         mask += [0] * len(head)
     return ids, mask
+
+
+def parse(tok, ids):
+    """The messages of a rendered conversation (render's inverse, the mask aside): a list of
+    {"role", "content"}. A trailing generation prompt or unfinished reply comes back as a last
+    message with the content so far. A ValueError says where ids break the template."""
+    start, sep, end = (special_id(tok, t) for t in CHAT_TOKENS)
+    ids = list(ids)
+    messages, i = [], 0
+    while i < len(ids):
+        if ids[i] != start:
+            raise ValueError(f"token {i}: expected {IM_START} (id {start}), found id {ids[i]}")
+        try:
+            j = ids.index(sep, i + 1)
+        except ValueError:
+            raise ValueError(f"token {i}: a message opens without {IM_SEP} after its role") from None
+        k = ids.index(end, j + 1) if end in ids[j + 1:] else len(ids)
+        if any(t in (start, sep) for t in ids[i + 1:j] + ids[j + 1:k]):
+            raise ValueError(f"tokens {i}..{k}: a message contains another message's markers")
+        messages.append({"role": tok.decode(ids[i + 1:j]), "content": tok.decode(ids[j + 1:k])})
+        i = k + 1
+    return messages
 
 
 def render_prompt(tok, messages):

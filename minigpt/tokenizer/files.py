@@ -5,6 +5,13 @@
   tiktoken ranks   `base64(token) rank` per line: OpenAI's format, in and out
   llm.c .bin       decode table for llm.c's C runner: 256 x int32 header [20240328, 2, n_vocab,
                    eot], then per token a uint8 length and its bytes
+  .bin version 3   minigpt's: the same table, then what encoding needs, so csrc/run.c encodes text
+                   as this tokenizer does: header [20240328, 3, n_ids, eot, pattern (0 none, 1 gpt2,
+                   2 gpt4), n_special, n_pairs, n_runs]; after the table, int32s: the special ids;
+                   the merges as (left, right, merged) triples sorted by (left, right), every way
+                   a token splits into two tokens (tiktoken's rule: merge the adjacent pair whose
+                   concatenation is the lowest-ranked token); the Unicode classes of the pre-split
+                   (bit 1 \\p{L}, 2 \\p{N}, 4 \\s) as (first code point, class) runs
 
 Every writer writes a temp file and renames it, so a crash never leaves half a file.
 """
@@ -14,10 +21,14 @@ import json
 import os
 import struct
 
+import numpy as np
+
 from ..fileio import atomic_write
+from .pretokenize import PATTERNS, unicode_classes
 
 MAGIC = "minigpt-bpe v1"
 LLMC_MAGIC, LLMC_VERSION = 20240328, 2
+LLMC_VERSION_BPE = 3  # minigpt's: version 2 plus the merges, the pattern and the Unicode classes
 
 
 def write_bytes(path, data):
@@ -149,13 +160,32 @@ def vocab_listing(tok):
 
 
 # ------------------------------------------------------------------------------ llm.c decode table
-def write_llmc(tok, path):
-    """llm.c's tokenizer .bin (version 2), for its C runner to print generated tokens."""
-    write_llmc_table(path, [tok._decoder[i] for i in range(tok.n_vocab)], tok.eot)
+def write_llmc(tok, path, version=LLMC_VERSION):
+    """llm.c's tokenizer .bin (version 2), for its C runner to print generated tokens; version 3
+    adds the merges, the pattern and the Unicode classes, for run.c to encode text too."""
+    if version not in (LLMC_VERSION, LLMC_VERSION_BPE):
+        raise ValueError(f"tokenizer .bin version must be {LLMC_VERSION} or {LLMC_VERSION_BPE}, got {version!r}")
+    tokens = [tok._decoder[i] for i in range(tok.n_vocab)]
+    if version == LLMC_VERSION:
+        return write_llmc_table(path, tokens, tok.eot)
+    specials = sorted(tok.special_tokens.values())
+    pairs = merge_pairs(tok.vocab)
+    runs = class_runs(unicode_classes())
+    header = struct.pack("<256i", LLMC_MAGIC, LLMC_VERSION_BPE, len(tokens), tok.eot, PATTERNS[tok.pattern][1],
+                         len(specials), len(pairs), len(runs), *([0] * 248))
+    tail = np.concatenate([np.asarray(specials, dtype="<i4"), np.asarray(pairs, dtype="<i4").reshape(-1),
+                           np.asarray(runs, dtype="<i4").reshape(-1)]).astype("<i4")
+    write_bytes(path, header + llmc_table(tokens) + tail.tobytes())
 
 
 def write_llmc_table(path, tokens, eot):
-    """The .bin from a decode table: tokens[i] = the bytes of id i."""
+    """The .bin (version 2) from a decode table: tokens[i] = the bytes of id i."""
+    header = struct.pack("<256i", LLMC_MAGIC, LLMC_VERSION, len(tokens), eot, *([0] * 252))
+    write_bytes(path, header + llmc_table(tokens))
+
+
+def llmc_table(tokens):
+    """Per token a uint8 length, then its bytes."""
     n, body = len(tokens), []
     for i in range(n):
         t = tokens[i]
@@ -164,21 +194,40 @@ def write_llmc_table(path, tokens, eot):
         if not 1 <= len(t) <= 255:
             raise ValueError(f"token {i} is {len(t)} bytes; llm.c's format stores lengths 1..255")
         body.append(struct.pack("<B", len(t)) + t)
-    header = struct.pack("<256i", LLMC_MAGIC, LLMC_VERSION, n, eot, *([0] * 252))
-    write_bytes(path, header + b"".join(body))
+    return b"".join(body)
 
 
-def read_llmc(path):
-    """(token bytes per id, eot id) from an llm.c tokenizer .bin; checks magic, version and length."""
+def merge_pairs(vocab):
+    """[(left id, right id, merged id)] sorted: every split of every token into two tokens."""
+    ranks = {t: i for i, t in enumerate(vocab)}
+    pairs = []
+    for i, t in enumerate(vocab):
+        for k in range(1, len(t)):
+            a, b = ranks.get(t[:k]), ranks.get(t[k:])
+            if a is not None and b is not None:
+                pairs.append((a, b, i))
+    return sorted(pairs)
+
+
+def class_runs(table):
+    """[(first code point, class)] of each run of equal classes in a per-code-point table."""
+    table = np.asarray(table)
+    starts = np.concatenate([[0], np.flatnonzero(np.diff(table)) + 1])
+    return np.stack([starts, table[starts]], axis=1).tolist()
+
+
+def read_llmc(path, full=False):
+    """(token bytes per id, eot id) from an llm.c tokenizer .bin (version 2 or 3); checks magic,
+    version and length. full=True: a dict with, for version 3, specials, pattern, pairs and runs too."""
     with open(path, "rb") as f:
         data = f.read()
     if len(data) < 1024:
         raise ValueError(f"{path}: {len(data)} bytes, shorter than the 1024-byte header")
-    magic, version, n, eot = struct.unpack_from("<4i", data)
+    magic, version, n, eot, pattern, n_special, n_pairs, n_runs = struct.unpack_from("<8i", data)
     if magic != LLMC_MAGIC:
         raise ValueError(f"{path}: magic {magic}, expected {LLMC_MAGIC} (llm.c tokenizer)")
-    if version != LLMC_VERSION:
-        raise ValueError(f"{path}: version {version}, expected {LLMC_VERSION}")
+    if version not in (LLMC_VERSION, LLMC_VERSION_BPE):
+        raise ValueError(f"{path}: version {version}, expected {LLMC_VERSION} or {LLMC_VERSION_BPE}")
     pos, toks = 1024, []
     for i in range(n):
         if pos >= len(data):
@@ -188,9 +237,22 @@ def read_llmc(path):
             raise ValueError(f"{path}: token {i} runs past the end of the file")
         toks.append(data[pos + 1:pos + 1 + k])
         pos += 1 + k
+    out = {"tokens": toks, "eot": eot, "version": version}
+    if version == LLMC_VERSION_BPE:
+        if min(n_special, n_pairs, n_runs) < 0:
+            raise ValueError(f"{path}: negative section sizes {n_special, n_pairs, n_runs} in the header")
+        want = 4 * (n_special + 3 * n_pairs + 2 * n_runs)
+        if len(data) - pos != want:
+            raise ValueError(f"{path}: {len(data) - pos} bytes after the {n} tokens, expected {want} "
+                             f"({n_special} special ids, {n_pairs} merges, {n_runs} class runs)")
+        ints = np.frombuffer(data, dtype="<i4", offset=pos)
+        out.update(pattern=pattern, specials=ints[:n_special].tolist(),
+                   pairs=ints[n_special:n_special + 3 * n_pairs].reshape(-1, 3).tolist(),
+                   runs=ints[n_special + 3 * n_pairs:].reshape(-1, 2).tolist())
+        pos = len(data)
     if pos != len(data):
         raise ValueError(f"{path}: {len(data) - pos} bytes left after the {n} tokens")
-    return toks, eot
+    return out if full else (toks, eot)
 
 
 class LlmcTokenizer:
