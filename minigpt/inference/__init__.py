@@ -5,6 +5,7 @@
     sampling.py   temperature, top-k, top-p: logits -> one token; SamplingSettings
     generate.py   the generation loop: prefill once, then a token per stream per step
     sample.py     `minigpt sample`
+    engine.py     continuous batching: requests join and leave one KV cache between steps (serve)
 """
 from .generate import generate, stream_tokens
 
