@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "eval": ("minigpt.eval.cli", "loss, bits per byte, multiple choice and pass@k of a checkpoint"),
     "size": ("minigpt.eval.size", "parameters, memory, FLOPs and training time of a model shape"),
     "sft": ("minigpt.posttrain.sft", "supervised fine-tuning: a pretrained run -> a chat model (no arguments: built-in conversations)"),
+    "probe": ("minigpt.posttrain.probe", "ask a chat model questions with known answers; refusals for what it does not know"),
     "chat": ("minigpt.chat.terminal", "talk to a chat (SFT) model in the terminal, or ask one question with -p"),
     "serve": ("minigpt.chat.server", "an OpenAI-compatible chat server and a web chat page"),
 }

@@ -4,6 +4,7 @@ tools gives the same tokens alone or beside other streams."""
 import numpy as np
 import pytest
 
+from minigpt.chat.session import ChatSession
 from minigpt.config import PARAM_NAMES
 from minigpt.inference import kvcache
 from minigpt.inference.engine import Engine
@@ -192,3 +193,22 @@ def test_packed_loss_weights_skip_tool_output(tok):
 def test_bad_tool_messages_say_why(tok, bad, why):
     with pytest.raises(ValueError, match=why):
         render(tok, bad)
+
+
+def test_chat_session_runs_tools_and_tags_pieces(tok):
+    w = call_model(tok)
+    box = ToolBox(tok, index=SearchIndex.build(DOCS))
+    s = ChatSession(w, tok, temperature=1.0, seed=2, max_new_tokens=40, tools=box)
+    pieces = list(s.send("12*34"))
+    outputs = [p for p in pieces if getattr(p, "kind", None) == "output"]
+    assert outputs  # the biased model called a tool
+    role, _, ids = s.messages[-1]
+    head = render_prompt(tok, [{"role": "user", "content": "12*34"}])[-3:]
+    reply = ids[len(head):-1]
+    w2 = box.watch()
+    calls = [w2.push(t) for t in reply]
+    got = [tok.decode(c[1:-1]) for c in calls if c]
+    assert got[:len(outputs)] == outputs  # each shown output is what the tool gave
+    assert s.fed == len(s.history_ids()) - 1  # the cache holds every token but the reply's closing marker
+    plain = ChatSession(w, tok, temperature=1.0, seed=2, max_new_tokens=40)
+    assert not any(getattr(p, "kind", None) for p in plain.send("12*34"))

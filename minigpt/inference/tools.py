@@ -119,13 +119,18 @@ class ToolWatch:
 class ToolEngine:
     """An Engine whose streams can call tools; see the module docstring."""
 
-    def __init__(self, engine, box):
-        self.engine, self.box = engine, box
+    def __init__(self, engine, box, record=True):
+        self.engine, self.box, self.record = engine, box, record  # record: keep each stream's tokens for result()
         self.watches, self.tokens, self.forced, self.finish = {}, {}, {}, {}
 
-    def add(self, prompt_ids, **sampling):
+    # the engine's slots, as the server's worker reads them
+    free = property(lambda self: self.engine.free)
+    cache = property(lambda self: self.engine.cache)
+    maxT = property(lambda self: self.engine.maxT)
+
+    def add(self, prompt_ids, *args, **sampling):
         """Engine.add's arguments; returns the stream id."""
-        sid = self.engine.add(prompt_ids, **sampling)
+        sid = self.engine.add(prompt_ids, *args, **sampling)
         self.watches[sid] = self.box.watch(prompt_ids)
         self.tokens[sid], self.forced[sid] = [], []
         return sid
@@ -141,8 +146,9 @@ class ToolEngine:
         for sid, t, finish in self.engine.step():
             forced = []
             if t is not None:
-                self.tokens[sid].append(t)
-                self.forced[sid].append(False)
+                if self.record:
+                    self.tokens[sid].append(t)
+                    self.forced[sid].append(False)
                 ids = self.watches[sid].push(t)
                 if ids and finish is None:
                     room = self.engine.maxT - self.engine.context_length(sid)
@@ -152,23 +158,31 @@ class ToolEngine:
                     else:
                         self.engine.force(sid, ids)
                         forced = ids
-                        self.tokens[sid] += ids
-                        self.forced[sid] += [True] * len(ids)
+                        if self.record:
+                            self.tokens[sid] += ids
+                            self.forced[sid] += [True] * len(ids)
             if finish is not None:
                 self.finish[sid] = finish
+                if not self.record:
+                    self.forget(sid)
             out.append((sid, t, finish, forced))
         return out
 
     def cancel(self, sid):
         self.engine.cancel(sid)
         self.finish.setdefault(sid, "cancelled")
+        if not self.record:
+            self.forget(sid)
+
+    def forget(self, sid):
+        for d in (self.watches, self.tokens, self.forced, self.finish):
+            d.pop(sid, None)
 
     def result(self, sid):
         """(tokens after the prompt, forced flags, finish) of a stream; forget it once it has ended."""
         out = (self.tokens[sid], self.forced[sid], self.finish.get(sid))
         if sid in self.finish:
-            for d in (self.watches, self.tokens, self.forced, self.finish):
-                d.pop(sid, None)
+            self.forget(sid)
         return out
 
     def calls(self, sid):
