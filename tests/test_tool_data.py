@@ -5,6 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from chatmodel import make_chat_model
+
+from minigpt.cli import main
 
 from minigpt.inference.calculator import calculate
 from minigpt.inference.search import SearchIndex
@@ -87,3 +90,20 @@ def test_refusals_and_new_examples():
     assert len(out) == 2 + sum(m["split"] == "train" for m in made_up)  # held-out made-up questions stay out
     assert all(is_refusal(e["messages"][-1]["content"]) for e in out[2:])
     assert np.all([e["task"] == "refusal" for e in out[1:]])
+
+
+def test_probe_command_writes_what_it_found(tmp_path, capsys):
+    ckpt, tok_path = make_chat_model(str(tmp_path), never_stop=False)
+    out = tmp_path / "probe"
+    assert main(["probe", ckpt, "--tokenizer", tok_path, "--out", str(out), "--towns", "12", "--made-up", "6",
+                 "--samples", "2"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["probe"]
+    records = [json.loads(line) for line in open(out / "probe.jsonl")]
+    assert len(records) == summary["answerable"] + summary["made_up"] and all(len(r["samples"]) == 2 for r in records)
+    # a random model knows nothing and never refuses: every question becomes a refusal to learn
+    assert summary["known"] == 0 and summary["hallucinated"] == 6
+    examples = [json.loads(line) for line in open(out / "refusals.jsonl")]
+    made_up_train = sum(r["kind"] == "made_up" and r["split"] == "train" for r in records)
+    assert len(examples) == summary["examples"] == 2 * (summary["answerable"] + made_up_train)
+    assert all(is_refusal(e["messages"][-1]["content"]) for e in examples)
+    assert main(["probe", str(tmp_path / "nothing"), "--out", str(out)]) == 2

@@ -119,7 +119,7 @@ class ChatSession:
         maxT = self.weights.config.block_size
         eot = self.tok.special_tokens.get("<|endoftext|>")
         watch = self.tools.watch() if self.tools else None
-        sampled = 0
+        sampled, call = 0, []  # call: the tokens of a tool call in progress, its opening marker first
         try:
             while sampled < self.max_new_tokens:  # forced tokens do not count
                 t = sample_token(logits, self.temperature, self.top_k, self.top_p, self.rng)
@@ -127,16 +127,22 @@ class ChatSession:
                     break
                 reply.append(t)
                 sampled += 1
-                in_call = watch is not None and watch.kind is not None
+                opened = watch is not None and watch.kind is None and t in watch.opens
                 forced = watch.push(t) if watch is not None else None
-                if t in self.markers and watch is not None:  # markers are not text: the style shows them
+                if opened:                      # a call starts: the text so far first, the call whole later
                     tail = dec.flush()
                     if tail:
-                        yield ToolPiece(tail, "call") if in_call else tail
-                else:
+                        yield tail
+                    call = [t]
+                elif call:
+                    call.append(t)
+                    if watch.kind is None:      # closed (or cut for length)
+                        yield ToolPiece(self.tok.decode(call[1:-1] if call[-1] in self.markers else call[1:]), "call")
+                        call = []
+                elif watch is None or t not in self.markers:  # (a stray marker is not text)
                     piece = dec.push([t])
                     if piece:
-                        yield ToolPiece(piece, "call") if in_call else piece
+                        yield piece
                 feed = [t] + (forced or [])
                 if self.fed + len(feed) > maxT:  # no position left for t (and a tool's output)
                     self.on_notice(f"the reply reached the end of the context ({maxT} tokens) and stops here")

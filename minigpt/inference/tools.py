@@ -35,7 +35,7 @@ class ToolBox:
     tools: {name: function(arguments text) -> output text}; the calculator is always there, "search"
     when an index is given (search_k passages within search_budget tokens)."""
 
-    def __init__(self, tok, tools=None, index=None, search_k=2, search_budget=64,
+    def __init__(self, tok, tools=None, index=None, search_k=1, search_budget=56,
                  max_output_tokens=MAX_OUTPUT_TOKENS):
         self.tok = tok
         self.ids = {name: special_id(tok, name) for name in
