@@ -14,6 +14,7 @@ from minigpt.inference.search import SearchIndex
 from minigpt.posttrain.grade import grade_final
 from minigpt.posttrain.probe import is_refusal, made_up_questions, new_examples, probe_set
 from minigpt.posttrain.tool_chats import fact_documents, tool_conversations, towns
+from minigpt.posttrain.tool_eval import score
 from minigpt.tokenizer.chat import check_messages
 
 
@@ -107,3 +108,13 @@ def test_probe_command_writes_what_it_found(tmp_path, capsys):
     assert len(examples) == summary["examples"] == 2 * (summary["answerable"] + made_up_train)
     assert all(is_refusal(e["messages"][-1]["content"]) for e in examples)
     assert main(["probe", str(tmp_path / "nothing"), "--out", str(out)]) == 2
+
+
+def test_tool_eval_scores_only_what_the_model_wrote(sets):
+    test = sets["with"][1][:3]
+    out = "<|output_start|>#### {a}<|output_end|>"  # an answer inside a tool's output is not the model's
+    replies = [{"text": f"#### {test[0]['answer']}", "calls": 1}, {"text": "#### 0", "calls": 2},
+               {"text": out.format(a=test[2]["answer"]), "calls": 0}]
+    s = score(test, replies)
+    assert s["all"]["n"] == 3 and s["all"]["calls_per_reply"] == 1.0
+    assert s["all"]["accuracy"] == pytest.approx(1 / 3 + (1 / 3 if test[2]["answer"] == "0" else 0))

@@ -1,9 +1,13 @@
 """Tool calls inside generation: the template and the engine agree on the tokens of a call, the
 output's tokens are forced (never sampled) and masked out of the loss, and a stream that calls
 tools gives the same tokens alone or beside other streams."""
+import http.client
+import json
+
 import numpy as np
 import pytest
 
+from minigpt.chat.server import Server
 from minigpt.chat.session import ChatSession
 from minigpt.config import PARAM_NAMES
 from minigpt.inference import kvcache
@@ -212,3 +216,24 @@ def test_chat_session_runs_tools_and_tags_pieces(tok):
     assert s.fed == len(s.history_ids()) - 1  # the cache holds every token but the reply's closing marker
     plain = ChatSession(w, tok, temperature=1.0, seed=2, max_new_tokens=40)
     assert not any(getattr(p, "kind", None) for p in plain.send("12*34"))
+
+
+def test_server_forces_tool_output_into_the_reply(tok):
+    w = call_model(tok)
+    box = ToolBox(tok)
+    server = Server(("127.0.0.1", 0), w, tok, slots=2, tools=box).start()
+    try:
+        host, port = server.url[len("http://"):].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=60)
+        body = {"model": "m", "messages": [{"role": "user", "content": "12*34"}], "max_tokens": 40,
+                "temperature": 1.0, "seed": 4}
+        conn.request("POST", "/v1/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"})
+        reply = json.loads(conn.getresponse().read())
+        conn.close()
+    finally:
+        server.close()
+    text = reply["choices"][0]["message"]["content"]
+    prompt = render_prompt(tok, body["messages"])
+    (tokens, forced, _), = generate_with_tools(Engine(w, slots=1), box, [prompt], max_new_tokens=40,
+                                               temperature=1.0, seed=4)
+    assert any(forced) and text == tok.decode(tokens)  # the same stream as generate_with_tools, outputs included
