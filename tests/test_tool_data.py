@@ -14,7 +14,7 @@ from minigpt.inference.search import SearchIndex
 from minigpt.posttrain.grade import grade_final
 from minigpt.posttrain.probe import is_refusal, made_up_questions, new_examples, probe_set
 from minigpt.posttrain.tool_chats import fact_documents, tool_conversations, towns
-from minigpt.posttrain.tool_eval import score
+from minigpt.posttrain.tool_eval import own_text, score
 from minigpt.tokenizer.chat import check_messages
 
 
@@ -112,9 +112,16 @@ def test_probe_command_writes_what_it_found(tmp_path, capsys):
 
 def test_tool_eval_scores_only_what_the_model_wrote(sets):
     test = sets["with"][1][:3]
-    out = "<|output_start|>#### {a}<|output_end|>"  # an answer inside a tool's output is not the model's
-    replies = [{"text": f"#### {test[0]['answer']}", "calls": 1}, {"text": "#### 0", "calls": 2},
-               {"text": out.format(a=test[2]["answer"]), "calls": 0}]
+    replies = [{"own": f"call\n#### {test[0]['answer']}", "calls": 1}, {"own": "#### 0", "calls": 2},
+               {"text": f"<|output_start|>{test[2]['answer']}<|output_end|>", "own": "", "calls": 0}]
     s = score(test, replies)
     assert s["all"]["n"] == 3 and s["all"]["calls_per_reply"] == 1.0
-    assert s["all"]["accuracy"] == pytest.approx(1 / 3 + (1 / 3 if test[2]["answer"] == "0" else 0))
+    assert s["all"]["accuracy"] == pytest.approx(1 / 3 + (1 / 3 if test[1]["answer"] == "0" else 0))
+
+
+def test_own_text_breaks_the_line_at_each_output():
+    class Tok:
+        def decode(self, ids):
+            return "".join(map(str, ids))
+    assert own_text(Tok(), [1, 2, 7, 8, 3], [False, False, True, True, False]) == "12\n3"
+    assert own_text(Tok(), [7, 3], [True, False]) == "\n3"

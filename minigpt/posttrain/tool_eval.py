@@ -7,14 +7,14 @@ Each example's prompt (its messages up to the first assistant message) is render
 template and answered greedily by the engine with tools (minigpt/inference/tools.py): a call the
 model writes is run and its output forced into the stream, as in `minigpt chat` and the server. A
 model trained without tools is asked in the same way; it simply never calls one. The reply's final
-answer is the line after its last `####` (grade.py); a tool's output has no `####`, so an answer
-the model did not write itself never counts.
+answer is the line after the last `####` of what the model wrote itself (`own_text`: the forced
+outputs left out), so an answer it did not write never counts.
 """
 from collections import defaultdict
 
 from ..inference.engine import Engine
 from ..inference.tools import generate_with_tools
-from ..tokenizer.chat import IM_END, render_prompt
+from ..tokenizer.chat import IM_END, OUTPUT_START, render_prompt
 from .grade import grade_final
 
 
@@ -33,13 +33,25 @@ def tool_replies(weights, tok, examples, box, max_new_tokens=96, slots=32, kerne
                                stop=[tok.special_tokens[IM_END]])
     replies = []
     for tokens, forced, finish in outs:
-        calls = sum(1 for t, f in zip(tokens, forced) if f and t == forced_start(box))
-        replies.append({"text": tok.decode(tokens), "calls": calls, "forced": sum(forced), "finish": finish})
+        calls = sum(1 for t, f in zip(tokens, forced) if f and t == box.ids[OUTPUT_START])
+        replies.append({"text": tok.decode(tokens), "own": own_text(tok, tokens, forced), "calls": calls,
+                        "forced": sum(forced), "finish": finish})
     return replies
 
 
-def forced_start(box):
-    return box.ids["<|output_start|>"]
+def own_text(tok, tokens, forced):
+    """What the model wrote itself: its sampled tokens, a line break where a tool's output was forced
+    (so `#### X` right after an output starts a line, as grade.py reads it)."""
+    parts, run = [], []
+    for t, f in zip(tokens, forced):
+        if f:
+            if run:
+                parts.append(tok.decode(run))
+            run = []
+        else:
+            run.append(t)
+    parts.append(tok.decode(run))
+    return "\n".join(parts)
 
 
 def score(examples, replies):
@@ -48,7 +60,7 @@ def score(examples, replies):
     for e, r in zip(examples, replies):
         for key in (e["task"], "all"):
             by[key]["n"] += 1
-            by[key]["right"] += int(grade_final(r["text"], e["answer"]) > 0)
+            by[key]["right"] += int(grade_final(r["own"] if "own" in r else r["text"], e["answer"]) > 0)
             by[key]["calls"] += r["calls"]
     return {k: {"n": v["n"], "accuracy": v["right"] / v["n"], "calls_per_reply": v["calls"] / v["n"]}
             for k, v in by.items()}
