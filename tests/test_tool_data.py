@@ -124,4 +124,4 @@ def test_own_text_breaks_the_line_at_each_output():
         def decode(self, ids):
             return "".join(map(str, ids))
     assert own_text(Tok(), [1, 2, 7, 8, 3], [False, False, True, True, False]) == "12\n3"
-    assert own_text(Tok(), [7, 3], [True, False]) == "\n3"
+    assert own_text(Tok(), [7, 3], [True, False]) == "3"
