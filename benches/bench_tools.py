@@ -13,7 +13,9 @@ without them, then asked held-out questions (new numbers, towns it never read ab
 3. Both answer the held-out questions greedily through the engine with tools
    (minigpt/posttrain/tool_eval.py); exact match after `####`.
 
-Prints a table, writes OUT/tools.json and the held-out replies (OUT/replies_*.jsonl); the last line
+Measured here (README): 500 + 700 steps give multiplication 0.36 with the tool vs 0.00 without; a third
+stage of 1000 steps for the tool model (`minigpt sft --base OUT/sft_with2 --data OUT/train_with.jsonl
+--steps 1000 --lr 2e-3`) 0.38. Prints a table, writes OUT/tools.json and the held-out replies (OUT/replies_*.jsonl); the last line
 is one JSON object of the figures.
 """
 import argparse
