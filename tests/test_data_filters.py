@@ -23,8 +23,9 @@ def unique_words(n, seed=0, lo=4, hi=8):
 # Gopher quality
 
 def test_word_split_like_treebank():
+    # nltk.word_tokenize's answer (Punkt with default parameters, then Treebank): quotes become `` and ''
     assert F.split_into_words('He said "don\'t" (twice), e.g. 3,000 times... Done.') == [
-        "He", "said", '"', "do", "n't", '"', "(", "twice", ")", ",", "e.g", ".", "3,000", "times", "...",
+        "He", "said", "``", "do", "n't", "''", "(", "twice", ")", ",", "e.g", ".", "3,000", "times", "...",
         "Done", "."]
 
 
@@ -276,11 +277,7 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.sampled_from(["a", "b", "c", "dd", "eee", "the", "x"]), max_size=60), st.integers(1, 10))
+@given(st.lists(st.sampled_from(["a", "b", "c", "dd", "eee", "the", "x", "ab", "bc"]), max_size=60), st.integers(1, 10))
 def test_fast_ngram_counts_match_reference(words, n):
-    ids = F.word_ids(words)
-    assert F.top_ngram_chars_fast(words, ids, n) == F.top_ngram_chars(words, n)
-    # the reference joins with "", which can merge different word sequences ("a"+"bc" == "ab"+"c");
-    # words of one fixed length cannot merge, so there the two must agree exactly
-    fixed = [(w * 3)[:3] for w in words]
-    assert F.duplicated_ngram_chars_fast(fixed, F.word_ids(fixed), n) == F.duplicated_ngram_chars(fixed, n)
+    # the C statistics (csrc/textstats.c) against the plain loops, "".join merges included
+    assert F.ngram_stats(words, [n], [n]) == ([F.top_ngram_chars(words, n)], [F.duplicated_ngram_chars(words, n)])

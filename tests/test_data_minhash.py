@@ -1,7 +1,8 @@
 """MinHash: the Jaccard estimate is unbiased with the binomial spread theory predicts; LSH catches
-pairs above ~0.75 and not those far below; union-find keeps exactly one per cluster."""
+pairs above ~0.75 and not those far below; union-find keeps exactly one per cluster; the C
+signature equals its NumPy twin, and both equal datatrove's own when it is installed."""
 import numpy as np
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 
 from minigpt.data import minhash as M
 
@@ -60,9 +61,9 @@ def test_text_signature_normalises():
 @given(st.lists(st.tuples(st.integers(0, 29), st.integers(0, 29)), max_size=40))
 def test_union_find_clusters_match_connected_components(edges):
     # documents i and j share a bucket key exactly when an edge joins them; compare with a
-    # plain graph search, and check one survivor (the smallest index) per component
+    # plain graph search, and check one survivor per component
     n = 30
-    sigs = np.arange(n * M.N_BUCKETS * M.HASHES_PER_BUCKET, dtype=np.uint32).reshape(n, -1)
+    sigs = np.arange(n * M.N_BUCKETS * M.HASHES_PER_BUCKET, dtype=np.uint64).reshape(n, -1)
     for e, (i, j) in enumerate(edges):
         bucket = e % M.N_BUCKETS
         sl = slice(bucket * M.HASHES_PER_BUCKET, (bucket + 1) * M.HASHES_PER_BUCKET)
@@ -88,5 +89,53 @@ def test_union_find_clusters_match_connected_components(edges):
                     comp[v] = s
                     stack.append(v)
     drop, cluster = M.duplicates(sigs)
-    assert [int(c) for c in cluster] == [comp[i] for i in range(n)]
-    assert list(drop) == [comp[i] != i for i in range(n)]
+    # the same partition; one survivor per component (the root datatrove's union by size leaves),
+    # which is every member's cluster id
+    same = lambda i, j: comp[i] == comp[j]  # noqa: E731
+    assert all((cluster[i] == cluster[j]) == same(i, j) for i in range(n) for j in range(n))
+    for i in range(n):
+        assert same(i, int(cluster[i])) and not drop[int(cluster[i])]
+    assert int((~drop).sum()) == len(set(comp.values()))
+
+
+# ------------------------------------------------------------------------------------------------
+# the C signature (csrc/textstats.c) against its NumPy twin
+
+
+@settings(max_examples=200)
+@given(words=st.lists(st.one_of(st.sampled_from(["a", "b", "é", "日本", "😀", "the"]),
+                                st.text(min_size=1, max_size=8)), max_size=60))
+@example(words=[])                       # empty: no shingle, no signature
+@example(words=["one"])                  # one word: fewer than 5, no shingle either
+@example(words=["w\0rd", "x"])           # a NUL inside a word: the twin answers
+@example(words=["long"] * 20000)         # a huge document of one repeated word
+def test_c_signature_equals_numpy_twin(words):
+    params = M.hash_params()
+    assert np.array_equal(M.words_signature(words, params), M.signature_reference(words, params))
+
+
+def test_signature_equals_datatrove():
+    """The same 112 values as datatrove's MinhashDedupSignature (sha1, 64-bit) on real-looking text."""
+    import pytest
+    pytest.importorskip("datatrove")
+    from datatrove.pipeline.dedup.minhash import MinhashConfig, MinhashDedupSignature
+    from datatrove.utils.hashing import HashConfig
+    from datatrove.utils.word_tokenizers import WordTokenizer
+    from minigpt.data import words as W
+
+    class Words(WordTokenizer):  # NLTK's algorithms without the punkt download (words.py is checked against NLTK)
+        def word_tokenize(self, text):
+            return W.split_words(text)
+
+        def sent_tokenize(self, text):
+            return W.split_sentences(text)
+
+        def span_tokenize(self, text):
+            return W.sentence_spans(text)
+
+    config = MinhashConfig(hash_config=HashConfig(precision=64, hash_fc="sha1"))
+    step = MinhashDedupSignature("/tmp/unused", config=config, language=Words("en"))
+    text = ("Café owners said: the 12 cats, 3.5 dogs & one élan cannot wait. They're gonna stay!\n"
+            "Another line -- with “quotes” and e.g. abbreviations... done.") * 3
+    theirs = np.array([h for bucket in step.get_signature(step.get_shingles(text)) for h in bucket], dtype=np.uint64)
+    assert np.array_equal(M.text_signature(text, M.hash_params()), theirs)

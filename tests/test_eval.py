@@ -234,7 +234,7 @@ def test_pass_at_k_is_stable_for_large_n():
 def test_final_answer_and_exact_match():
     assert generative.final_answer("so 3 + 4 = 7\n#### 1,234 ") == "1234"
     assert generative.final_answer("#### 7\n\nQuestion: and 2 + 2?") == "7"
-    assert generative.final_answer(" Paris\n") == "Paris"
+    assert generative.final_answer(" Paris\n") == "paris"
     grade = generative.exact_match({"q": "1234"})
     assert grade("q", "#### 1,234") == 1.0 and grade("q", "1235") == 0.0 and grade("q", " 1234\n") == 1.0
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from minigpt.model import GPT, GPTConfig, ops
 
-ops_c = pytest.importorskip("minigpt.ops_c", reason="the C backend is not built (pip install -e .)")
+ops_c = pytest.importorskip("minigpt.model.ops_c", reason="the C backend is not built (pip install -e .)")
 
 RTOL, ATOL = 2e-5, 2e-5  # fp32 against fp64: rounding of sums of a few hundred terms
 

@@ -151,6 +151,8 @@ def test_models_health_and_page(client, srv):
 BAD = {
     "invalid JSON": b'{"messages": [',
     "not an object": b"[1, 2]",
+    "nested too deep": b"[" * 100_000 + b"]" * 100_000,
+    "not UTF-8": b'{"messages": "\xff\xfe"}',
     "no messages": {"max_tokens": 5},
     "empty messages": {"messages": []},
     "messages not a list": {"messages": "hi"},

@@ -74,7 +74,7 @@ def parse_chat_request(raw, tok, maxT, limits):
     """Bytes of a POST /v1/chat/completions body -> ChatRequest, or ApiError saying what is wrong."""
     try:
         body = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:  # RecursionError: [[[[...
         raise ApiError(f"the body is not valid JSON: {e}", code="invalid_json") from None
     if not isinstance(body, dict):
         raise ApiError(f"the body must be a JSON object, found {type(body).__name__}", code="invalid_json")

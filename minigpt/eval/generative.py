@@ -10,8 +10,8 @@ pass, and use the unbiased estimator
 
     pass@k = 1 - C(n - c, k) / C(n, k)
 
-(the chance that k of the n, chosen without replacement, are not all failures). The binomials
-overflow for large n, so it is computed as the product 1 - prod_{i = n-c+1}^{n} (1 - k / i).
+(the chance that k of the n, chosen without replacement, are not all failures): pass_at_k, the one
+RL reports too (minigpt/posttrain/policy.py).
 
 Greedy: one completion per prompt at temperature 0, graded the same way (with exact_match, the
 exact-match accuracy).
@@ -23,26 +23,18 @@ import numpy as np
 
 from ..inference.generate import generate
 from ..inference.kvcache import DecodeWeights
+from ..posttrain.grade import normalize
+from ..posttrain.policy import pass_at_k
+from ..posttrain.tasks import reply_answer
 from ..tokenizer.chat import IM_END, check_messages, render_prompt
 from .loss import encode_text
 
 
-def pass_at_k(n, c, k):
-    """Unbiased pass@k from n samples of which c passed (Chen et al. 2021)."""
-    if not 0 <= c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass@k needs 0 <= c <= n and 1 <= k <= n, found n={n} c={c} k={k}")
-    if n - c < k:  # every choice of k samples includes a pass
-        return 1.0
-    return float(1.0 - np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))
-
-
 def final_answer(text):
-    """The answer a completion gives: the rest of the line after its last `####` (GSM8K's
-    convention; a model may write on after it), else the whole completion; stripped, with thousands
-    separators removed from a number."""
-    answer = text.rsplit("####", 1)[1].strip().split("\n", 1)[0].strip() if "####" in text else text.strip()
-    plain = answer.replace(",", "")
-    return plain if plain.lstrip("-").replace(".", "", 1).isdigit() else answer
+    """The answer a completion gives, normalised for comparison: the text after its last `#### `
+    line marker (GSM8K's convention), else the whole completion (posttrain/tasks.py's rule, the one
+    RL trains with), in lower case, without thousands separators or a closing full stop."""
+    return normalize(reply_answer(text))
 
 
 def exact_match(answers):

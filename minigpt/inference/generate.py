@@ -8,7 +8,8 @@
    max_new_tokens, or when its context is full (block_size tokens: no sliding window).
 
 Stream j of a prompt draws from its own generator, seeded (seed, j): the same seed gives the same
-text, alone or in a batch.
+text, alone or in a batch. seed may also be a list, one per prompt (RL's rollouts: prompts batched
+together but sampled independently, each reproducible alone).
 """
 import codecs
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from ..model import backend
 from . import kvcache
-from .sampling import check_sampling, sample_token
+from .sampling import check_sampling, sample_tokens
 
 
 
@@ -59,7 +60,11 @@ def stream_tokens(weights, prompt_ids, max_new_tokens=64, temperature=1.0, top_k
         weights = kvcache.DecodeWeights.from_model(weights)
     cfg = weights.config
     prompts, _ = normalize_prompts(prompt_ids, cfg)
-    check_sampling(temperature, top_k, top_p, seed)
+    seeds = list(seed) if isinstance(seed, (list, tuple, np.ndarray)) else [seed] * len(prompts)
+    if len(seeds) != len(prompts):
+        raise ValueError(f"seed: one per prompt, found {len(seeds)} seeds for {len(prompts)} prompts")
+    for sd in seeds:
+        check_sampling(temperature, top_k, top_p, sd)
     check_counts(n, max_new_tokens)
     stop = set() if stop is None else {int(stop)} if isinstance(stop, (int, np.integer)) else set(map(int, stop))
     kern = backend.decode_kernels(kernels) if kernels is None or isinstance(kernels, str) else kernels
@@ -68,7 +73,7 @@ def stream_tokens(weights, prompt_ids, max_new_tokens=64, temperature=1.0, top_k
     P, B = len(prompts), len(prompts) * n
     maxT = min(cfg.block_size, max(len(p) for p in prompts) + max_new_tokens)
     cache = kvcache.KVCache(cfg, B, maxT)
-    rngs = [np.random.default_rng([int(seed), j]) for i in range(P) for j in range(n)]
+    rngs = [np.random.default_rng([int(seeds[i]), j]) for i in range(P) for j in range(n)]
     V = cfg.vocab_size
 
     # prefill: prompt i into stream i * n, then its other samples copy that stream's cache
@@ -81,8 +86,8 @@ def stream_tokens(weights, prompt_ids, max_new_tokens=64, temperature=1.0, top_k
     produced = np.zeros(B, dtype=np.int64)
     while live:
         step, nxt = [], []
-        for row, s in enumerate(live):
-            t = sample_token(logits[row, :V], temperature, top_k, top_p, rngs[s])
+        tokens = sample_tokens(logits[:, :V], temperature, top_k, top_p, [rngs[s] for s in live])
+        for s, t in zip(live, tokens):
             if t in stop:
                 continue
             step.append((s, t))

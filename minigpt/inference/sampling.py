@@ -52,6 +52,23 @@ def sample_token(logits, temperature, top_k, top_p, rng):
     return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), p.size - 1))
 
 
+def sample_tokens(logits, temperature, top_k, top_p, rngs):
+    """One token per row of logits (B, V), row b drawn with rngs[b]: exactly the tokens sample_token
+    gives row by row (the same float64 arithmetic, one uniform per row), computed for all rows at
+    once when there is no top-k / top-p truncation."""
+    if temperature == 0:
+        return np.argmax(logits, axis=1).tolist()
+    if top_k is not None or top_p is not None:
+        return [sample_token(row, temperature, top_k, top_p, rng) for row, rng in zip(logits, rngs)]
+    z = np.asarray(logits, dtype=np.float64) / temperature   # (B, V)
+    p = np.exp(z - z.max(axis=1, keepdims=True))             # (B, V)
+    p /= p.sum(axis=1, keepdims=True)
+    cdf = np.cumsum(p, axis=1)                               # (B, V)
+    u = np.array([rng.random() for rng in rngs]) * cdf[:, -1]  # (B,)
+    tok = (cdf <= u[:, None]).sum(axis=1)                    # (B,) = searchsorted(cdf, u, side="right")
+    return np.minimum(tok, z.shape[1] - 1).tolist()
+
+
 def check_sampling(temperature, top_k, top_p, seed):
     if temperature is None or not temperature >= 0 or temperature == float("inf"):
         raise ValueError(f"temperature must be >= 0 (0 = greedy), found {temperature}")

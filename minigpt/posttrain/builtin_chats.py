@@ -17,7 +17,6 @@ Everything is a function of the seed (and, for docs, of the Python install). The
 disjoint from the train split in what is asked: other phrasings, other functions, other words,
 other numbers, other problems.
 """
-import ast
 import re
 from collections import Counter
 from decimal import Decimal
@@ -25,7 +24,7 @@ from decimal import Decimal
 import numpy as np
 
 from ..config import num_parameters
-from ..pretrain.corpus import documented, pydoc_topics, stdlib_sources
+from ..pretrain.corpus import docstring_entries, parse_module, pydoc_topics, stdlib_sources
 
 # ------------------------------------------------------------------------------------------------
 # identity
@@ -104,11 +103,10 @@ def stdlib_functions(max_sentence=90, max_signature=60):
     for module, source in stdlib_sources():
         if module not in DOC_MODULES:
             continue
-        try:
-            tree = ast.parse(source)
-        except (SyntaxError, ValueError):
+        tree = parse_module(source)
+        if tree is None:
             continue
-        for head, doc in documented(tree, module):
+        for head, doc in docstring_entries(tree, module):
             name = head.split("(")[0]
             if head.startswith("class ") or name.count(".") != module.count(".") + 1:
                 continue  # functions at module level only

@@ -60,19 +60,21 @@ def fewshot_prompt(tok, example, shots, budget):
     for s in shots:
         q, a = split_example(s)[0][-1]["content"], split_example(s)[1]
         more = f"Question: {q}\nAnswer: {a}\n\n" + text
-        if len(tok.encode_ordinary(more)) + 1 > budget:
-            break
-        text = more
+        if len(tok.encode_ordinary(more)) + 1 <= budget:  # [EOT] + text: a shot that does not fit is skipped
+            text = more
     return [tok.eot] + tok.encode_ordinary(text)
 
 
-def fewshot_replies(model, tok, examples, train, max_new_tokens=64):
-    """[(reply text, None)] of a base model prompted with same-task examples from the train split."""
+def fewshot_replies(model, tok, examples, train, max_new_tokens=40):
+    """[(reply text, None)] of a base model prompted with same-task examples from the train split
+    (the shortest ones, so that a small context holds some)."""
     T = model.config.block_size
     by_task = defaultdict(list)
     for e in train:
         by_task[e.get("task")].append(e)
-    prompts = [fewshot_prompt(tok, e, by_task[e["task"]][:8], T - max_new_tokens)[-(T - 1):] for e in examples]
+    shots = {task: sorted(es, key=lambda e: sum(len(m["content"]) for m in e["messages"]))[:8]
+             for task, es in by_task.items()}
+    prompts = [fewshot_prompt(tok, e, shots[e["task"]], T - max_new_tokens)[-(T - 1):] for e in examples]
     outs, _ = batched(model, prompts, max_new_tokens, stop=[tok.eot])
     return [(tok.decode(ids).split("\nQuestion:")[0].strip(), None) for ids in outs]
 

@@ -59,12 +59,13 @@ def paths(run_dir, step):
     return base + ".bin", base + ".state"
 
 
-def save(run_dir, step, model, info, keep=None):
-    """Write the model and its training state for `step`; keep only the newest `keep` checkpoints."""
+def save(run_dir, step, model, info, keep=None, moments=None):
+    """Write the model and its training state for `step`; keep only the newest `keep` checkpoints.
+    moments: AdamW's full (m, v) when the model holds only a slice of them (ZeRO-1)."""
     model_path, state_path = paths(run_dir, step)
     model.save(model_path)
     n = model.num_parameters
-    m, v = get_moments(model)
+    m, v = moments if moments is not None else get_moments(model)
     info = dict(info, step=step, model_file=os.path.basename(model_path), model_crc32=file_crc32(model_path))
     body = [json.dumps(info).encode("utf-8"), np.ascontiguousarray(m, "<f4").tobytes(),
             np.ascontiguousarray(v, "<f4").tobytes()]

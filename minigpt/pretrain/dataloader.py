@@ -14,6 +14,10 @@ checkpoint needs to continue exactly.
 sampling="random" is nanoGPT's get_batch instead: every window starts at a uniformly random token
 (any shard, any offset), drawn independently for each batch from (seed, batch number); the position
 is the number of batches drawn so far.
+
+Data-parallel training (minigpt/pretrain/distributed.py): B is the GLOBAL batch and rows=(lo, hi)
+the rows of it that this rank reads. Every rank walks the same positions (so the position is the
+same on all of them), but copies only its own windows out of the shards.
 """
 import glob
 import os
@@ -37,13 +41,16 @@ def shard_paths(pattern):
 
 
 class DataLoader:
-    def __init__(self, shards, B, T, seed=None, sampling="epoch"):
+    def __init__(self, shards, B, T, seed=None, sampling="epoch", rows=None):
         if sampling not in ("epoch", "random"):
             raise ValueError(f"sampling must be 'epoch' or 'random', got {sampling!r}")
         if sampling == "random" and seed is None:
             raise ValueError("sampling='random' needs a seed")
         self.paths = shard_paths(shards)
         self.B, self.T, self.seed, self.sampling = B, T, seed, sampling
+        self.rows = slice(*rows) if rows is not None else slice(0, B)  # this rank's rows of each batch
+        if not 0 <= self.rows.start < self.rows.stop <= B:
+            raise ValueError(f"rows {rows} must be a non-empty part of a batch of {B}")
         self.tokens = [read_shard(p, mmap=True) for p in self.paths]  # memory-mapped: no copy
         if all(len(t) < T + 1 for t in self.tokens):
             sizes = [len(t) for t in self.tokens]
@@ -100,10 +107,10 @@ class DataLoader:
         return [self.tokens[s][i:i + self.T + 1] for s, i in zip(shards, starts)]
 
     def next_batch(self):
-        """(x, y): int64 arrays (B, T), y the next tokens of x."""
+        """(x, y): int64 arrays (B, T), y the next tokens of x (this rank's rows of them)."""
         windows = (self.random_windows() if self.sampling == "random"
-                   else [self.next_window() for _ in range(self.B)])
-        buf = np.stack(windows).astype(np.int64)  # (B, T+1)
+                   else [self.next_window() for _ in range(self.B)])  # views into the shards: no copy yet
+        buf = np.stack(windows[self.rows]).astype(np.int64)  # (hi - lo, T+1): only these rows are read
         return buf[:, :-1], buf[:, 1:]
 
     def num_windows(self):
