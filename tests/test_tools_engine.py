@@ -17,6 +17,7 @@ from minigpt.inference.search import SearchIndex
 from minigpt.inference.tools import ToolBox, generate_with_tools
 from minigpt.model import GPT, GPTConfig, backend
 from minigpt.posttrain.packing import PackedLoader, tokenize
+from minigpt.posttrain.rollout import rollout, sequence
 from minigpt.tokenizer import Tokenizer
 from minigpt.tokenizer.chat import (IM_END, OUTPUT_END, OUTPUT_START, SEARCH_END, SEARCH_START, TOOL_END,
                                     TOOL_START, add_chat_tokens, output_ids, render, render_prompt)
@@ -35,6 +36,10 @@ def tok():
 
 
 def call_model(tok, seed=0, maxT=160):
+    return kvcache.DecodeWeights.from_model(call_gpt(tok, seed, maxT))
+
+
+def call_gpt(tok, seed=0, maxT=160):
     """A random GPT whose sampled text often opens and closes tool calls: channel 0 of the final
     LayerNorm's output is always 10, and wte's column 0 turns it into a logit bias per token."""
     cfg = GPTConfig(block_size=maxT, vocab_size=tok.n_vocab, n_layer=2, n_head=2, n_embd=32)
@@ -49,7 +54,7 @@ def call_model(tok, seed=0, maxT=160):
     model.params["wte"][sorted(sp.values()), 0] = -10.0  # chat markers and outputs: never sampled
     for name, bias in ((TOOL_START, 0.45), (TOOL_END, 0.5), (SEARCH_START, 0.4), (SEARCH_END, 0.5)):
         model.params["wte"][sp[name], 0] = bias
-    return kvcache.DecodeWeights.from_model(model)
+    return model
 
 
 def replay(box, prompt, tokens, forced):
@@ -237,3 +242,23 @@ def test_server_forces_tool_output_into_the_reply(tok):
     (tokens, forced, _), = generate_with_tools(Engine(w, slots=1), box, [prompt], max_new_tokens=40,
                                                temperature=1.0, seed=4)
     assert any(forced) and text == tok.decode(tokens)  # the same stream as generate_with_tools, outputs included
+
+
+def test_rl_rollouts_with_tools_never_train_on_forced_tokens(tok):
+    class Task:
+        def grade(self, problem, text):
+            return float("413" in text)
+    model = call_gpt(tok)
+    box = ToolBox(tok)
+    problems = [{"messages": [{"role": "user", "content": "12*34"}]}, {"messages": [{"role": "user", "content": "5"}]}]
+    samples = rollout(model, tok, Task(), problems, 3, 30, temperature=1.0, seed=1, tools=box)
+    assert len(samples) == 6 and [s.problem for s in samples] == [0, 0, 0, 1, 1, 1]
+    forced_seen = 0
+    for s in samples:
+        ids, targets = sequence(s, tok.special_tokens[IM_END])
+        assert len(s.forced) == len(s.reply)
+        for i, f in enumerate(s.forced):
+            t = targets[len(s.prompt) - 1 + i]
+            assert (t == -1) if f else (t == s.reply[i])
+        forced_seen += sum(s.forced)
+    assert forced_seen > 0
