@@ -1,8 +1,8 @@
 """Refusals, measured: probe a chat model, fine-tune it on what the probe found, and count the
 confident made-up answers to unanswerable questions before and after.
 
-    python benches/bench_tools.py ...                       # makes runs/tools/sft_without (the model)
-    python benches/bench_refusals.py --model runs/tools/sft_without --keep runs/tools/train_without.jsonl
+    python benches/bench_tools.py ...                       # makes runs/tools/sft_without2 (the model)
+    python benches/bench_refusals.py --model runs/tools/sft_without2 --keep runs/tools/train_without.jsonl
 
 1. `minigpt probe`: the taught towns' facts asked 4 times each at temperature 1 (known = right at
    least once), questions about invented functions and towns (half of them held out); refusals.jsonl
@@ -48,7 +48,7 @@ def measure(run, answerable, unknown):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--model", default="runs/tools/sft_without")
+    p.add_argument("--model", default="runs/tools/sft_without2")
     p.add_argument("--keep", default="runs/tools/train_without.jsonl")
     p.add_argument("--out", default="runs/refusals")
     p.add_argument("--steps", type=int, default=200)
