@@ -288,7 +288,7 @@ def write_report(s, z, d, done, skipped, samples, attention, total_s):
             [(f"{n} reward, pass@k, reply length", os.path.join(d[n], "rl.png")) for n in done]
     plots = [(title, p) for title, p in plots if os.path.exists(p)]
     if attention:
-        plots.append((f"attention of the final chat model ({rel(os.path.dirname(os.path.dirname(attention)))})", attention))
+        plots.append((f"attention of the final chat model ({samples['stage']}), last layer", attention))
     md = ["# minigpt speedrun: report card", "",
           f"{'--quick' if s.quick else 'full'} run, preset {s.preset}, {total_s / 60:.1f} minutes in all "
           f"(this invocation; stages run before were skipped). Every stage's run directory is `{out}/<stage>/`: "
@@ -309,7 +309,7 @@ def write_report(s, z, d, done, skipped, samples, attention, total_s):
     if samples:
         md += [f"Greedy replies of the final chat model ({samples['stage']}).", ""]
         for c in samples["conversations"]:
-            md += [f"> **user:** {c['prompt']}", ">", f"> **assistant:** {c['reply']}", ""]
+            md += [f"> **user:** {c['prompt']}", ">", "> **assistant:** " + c["reply"].replace("\n", "\n> "), ""]
     else:
         md += ["(no chat model: no stage after pretraining finished)"]
     with open(os.path.join(out, "report.md"), "w", encoding="utf-8") as f:
