@@ -52,11 +52,11 @@ class Sizes:
     """How much work each stage does. FULL is the default run, QUICK the --quick one."""
     vocab_size: int = 1024       # BPE vocabulary trained on the built-in corpus
     batch_size: int = 16         # sequences per step, pretraining and SFT
-    pretrain_steps: int = 1500   # pretraining steps
-    sft_steps: int = 600         # SFT steps on the built-in conversations
+    pretrain_steps: int = 1200   # pretraining steps (tiny, batch 16: 0.3-0.8 s a step on 2 busy cores)
+    sft_steps: int = 500         # SFT steps on the built-in conversations (0.4-1.1 s a step)
     graded: int = 200            # held-out SFT prompts answered greedily and graded at the end of SFT
     rl_task: str = "count"       # built-in RL task (minigpt/posttrain/tasks.py)
-    rl_steps: int = 40           # RL steps (rollouts + update)
+    rl_steps: int = 60           # RL steps (rollouts + update: 1-2 s a step)
     rl_problems: int = 8         # problems per RL step
     rl_group: int = 8            # samples per problem
     rl_eval_problems: int = 100  # test problems for pass@1 / pass@k before and after RL
