@@ -14,7 +14,7 @@ A stage whose command or data is not there yet is listed as skipped: adding one 
 """
 import contextlib
 import dataclasses
-import glob
+import io
 import json
 import os
 import shutil
@@ -91,8 +91,9 @@ def base_args(s, z, d):
 
 def sft_args(s, z, d):
     return ["--base", d["base"], "--out", d["sft"], "--steps", str(z.sft_steps), "--batch-size", str(z.batch_size),
-            "--eval-every", str(max(1, z.sft_steps // 5)), "--graded", str(z.graded), "--warmup", str(min(20, z.sft_steps // 10)),
-            "--graded-every", "0", "--reply-tokens", str(z.reply_tokens), "--seed", str(s.seed)]
+            "--eval-every", str(max(1, z.sft_steps // 5)), "--warmup", str(min(20, z.sft_steps // 10)),
+            "--graded", str(z.graded), "--graded-every", "0", "--reply-tokens", str(z.reply_tokens),
+            "--seed", str(s.seed)]
 
 
 def rl_args(s, z, d):
@@ -134,18 +135,10 @@ def run_command(argv, log_path, echo=True):
     appended to log_path (and echoed to the terminal)."""
     with open(log_path, "a", encoding="utf-8") as log:
         log.write("$ minigpt " + " ".join(argv) + "\n")
-        lines = []
-
-        class Keep:
-            def write(self, text):
-                lines.append(text)
-
-            def flush(self):
-                pass
-        streams = (log, Keep()) + ((sys.stdout,) if echo else ())
-        with contextlib.redirect_stdout(Tee(*streams)):
+        kept = io.StringIO()
+        with contextlib.redirect_stdout(Tee(log, kept, *((sys.stdout,) if echo else ()))):
             rc = main(argv)
-    return rc, "".join(lines)
+    return rc, kept.getvalue()
 
 
 def last_json(text):
@@ -304,7 +297,8 @@ def write_report(s, z, d, done, skipped, samples, attention, total_s):
     md += [f"- **{n}**: `{st['command']}`" for n, st in done.items()]
     md += [f"- **{n}**: skipped ({why})" for n, why in skipped.items()]
     md += ["", "## Plots", ""]
-    md += [f"### {title}\n\n![{title}]({rel(p)})\n" for title, p in plots] or ["(no plots: matplotlib is not installed)"]
+    md += [f"### {title}\n\n![{title}]({rel(p)})\n" for title, p in plots] or \
+          ["(no plots: matplotlib is not installed)"]
     md += ["", "## Sample conversations", ""]
     if samples:
         md += [f"Greedy replies of the final chat model ({samples['stage']}).", ""]
