@@ -38,13 +38,12 @@ class SpeedrunSettings:
     preset: str = "tiny"         # size preset of the base model (minigpt/config.py)
     quick: bool = False          # a few steps per stage (a few minutes on 2 cores, run in CI) instead of the full sizes
     threads: int = None          # threads for the C kernels (default: OMP_NUM_THREADS, else every core)
-    seed: int = 1337             # seed of every stage
 
     CHOICES = {"preset": tuple(PRESETS)}
 
     def __post_init__(self):
         settings.check_choice(self, "preset")
-        settings.check_range(self, "threads", 1)
+        settings.check_range(self, "threads", 1, 4096)
 
 
 @dataclass
@@ -64,6 +63,7 @@ class Sizes:
     eval_examples: int = 200     # built-in multiple-choice examples per evaluation
     eval_tokens: int = 50000     # validation tokens scored for loss and bits per byte
     reply_tokens: int = 48       # longest reply: graded SFT answers, RL rollouts, sample conversations
+    seed: int = 1337             # seed of every stage (a fixed recipe: rerun it, get the same report)
 
 
 FULL = Sizes()
@@ -80,27 +80,27 @@ SAMPLE_PROMPTS = ["Who are you?", "How many r's are in strawberry?", "Which is b
 
 
 def prepare_args(s, z, d):
-    return ["--out", d["prepare"], "--vocab-size", str(z.vocab_size), "--seed", str(s.seed)]
+    return ["--out", d["prepare"], "--vocab-size", str(z.vocab_size), "--seed", str(z.seed)]
 
 
 def base_args(s, z, d):
     return ["--data", d["prepare"], "--out", d["base"], "--model", s.preset, "--steps", str(z.pretrain_steps),
             "--batch-size", str(z.batch_size), "--eval-every", str(max(1, z.pretrain_steps // 10)),
-            "--warmup", str(min(30, z.pretrain_steps // 10)), "--seed", str(s.seed)]
+            "--warmup", str(min(30, z.pretrain_steps // 10)), "--seed", str(z.seed)]
 
 
 def sft_args(s, z, d):
     return ["--base", d["base"], "--out", d["sft"], "--steps", str(z.sft_steps), "--batch-size", str(z.batch_size),
             "--eval-every", str(max(1, z.sft_steps // 5)), "--warmup", str(min(20, z.sft_steps // 10)),
             "--graded", str(z.graded), "--graded-every", "0", "--reply-tokens", str(z.reply_tokens),
-            "--seed", str(s.seed)]
+            "--seed", str(z.seed)]
 
 
 def rl_args(s, z, d):
     return ["--base", d["sft"], "--out", d["rl"], "--task", z.rl_task, "--steps", str(z.rl_steps),
             "--problems", str(z.rl_problems), "--group", str(z.rl_group), "--max-new-tokens", str(z.reply_tokens),
             "--eval-every", str(z.rl_steps), "--eval-problems", str(z.rl_eval_problems),
-            "--eval-samples", str(z.rl_eval_samples), "--seed", str(s.seed)]
+            "--eval-samples", str(z.rl_eval_samples), "--seed", str(z.seed)]
 
 
 # in order; `model`: the stage leaves a model to evaluate; `chat`: a chat model (samples, attention map).
