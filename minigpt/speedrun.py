@@ -111,6 +111,9 @@ STAGES = [
     dict(name="sft", command="sft", args=sft_args, model=True, chat=True),
     dict(name="rl", command="rl", args=rl_args, model=True, chat=True),
 ]
+# stages of the recipe not run yet, and why; the report lists them
+NOT_YET = {"reward + dpo (RLHF)": "no built-in preference pairs yet (`minigpt reward` / `dpo` need --data)",
+           "tools": "tool use (calculator, refusals) has no built-in stage yet"}
 MARKER = "speedrun.json"
 
 
@@ -341,7 +344,7 @@ def run(args):
             raise ValueError(f"{s.out} holds a speedrun with other settings ({path}): give another --out")
     else:
         write_json(path, chosen)
-    done, skipped = {}, {}
+    done, skipped = {}, dict(NOT_YET)
     for stage in STAGES:
         if stage["command"] not in SUBCOMMANDS:
             skipped[stage["name"]] = f"no `minigpt {stage['command']}` in this version"
