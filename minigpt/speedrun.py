@@ -204,7 +204,10 @@ def run_stage(s, z, d, stage):
     marker = os.path.join(d[name], MARKER)
     if os.path.exists(marker):
         with open(marker, encoding="utf-8") as f:
-            done = json.load(f)
+            try:
+                done = json.load(f)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{marker}: damaged ({e}): delete it to run stage {name} again") from None
         print(f"speedrun: {name} finished before ({done['seconds']:.0f} s), skipped")
         return done
     if os.path.exists(d[name]):  # cut short last time: start it again from nothing
@@ -343,6 +346,9 @@ def run(args):
         if before != chosen:
             raise ValueError(f"{s.out} holds a speedrun with other settings ({path}): give another --out")
     else:
+        theirs = [d[st["name"]] for st in STAGES if os.path.exists(d[st["name"]])]
+        if theirs:  # never delete a directory that a speedrun did not make
+            raise ValueError(f"{theirs[0]} exists but {s.out} is not a speedrun's directory: give another --out")
         write_json(path, chosen)
     done, skipped = {}, dict(NOT_YET)
     for stage in STAGES:

@@ -63,3 +63,22 @@ def test_other_settings_in_the_same_directory_are_refused(run, capsys):
     assert main(["speedrun", "--out", str(run)]) == 2  # the full sizes over a --quick run
     assert "other settings" in capsys.readouterr().err
     assert main(["speedrun", "--preset", "nope"]) == 2
+
+
+def test_a_directory_not_made_by_a_speedrun_is_left_alone(tmp_path, capsys):
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "mine.txt").write_text("keep me")
+    assert main(["speedrun", "--quick", "--out", str(tmp_path)]) == 2
+    assert "not a speedrun's directory" in capsys.readouterr().err
+    assert (tmp_path / "base" / "mine.txt").read_text() == "keep me"
+
+
+def test_a_damaged_marker_is_one_line(run, capsys):
+    marker = run / "base" / "speedrun.json"
+    good = marker.read_text()
+    marker.write_text("{oops")
+    try:
+        assert main(["speedrun", "--quick", "--out", str(run), "--threads", "1"]) == 2
+        assert "speedrun.json: damaged" in capsys.readouterr().err
+    finally:
+        marker.write_text(good)
