@@ -20,6 +20,7 @@ SUBCOMMANDS = {
     "train": ("minigpt.pretrain.train", "pretrain a GPT-2 on token shards (no arguments: a built-in corpus)"),
     "sample": ("minigpt.inference.sample", "generate text from a run directory or checkpoint, streaming"),
     "sft": ("minigpt.posttrain.sft", "supervised fine-tuning: a pretrained run -> a chat model (no arguments: built-in conversations)"),
+    "probe": ("minigpt.posttrain.probe", "ask a chat model questions with known answers; refusals for what it does not know"),
     "rl": ("minigpt.posttrain.rl", "reinforcement learning on problems with checkable answers (pass@1 up)"),
     "chat": ("minigpt.chat.terminal", "talk to a chat (SFT) model in the terminal, or ask one question with -p"),
     "reward": ("minigpt.posttrain.train_reward", "train a reward model on preference pairs (RLHF, part 1)"),

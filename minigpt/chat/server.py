@@ -26,6 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from .. import settings
 from ..inference.engine import Engine
 from ..inference.sample import open_model
+from ..inference.tools import ToolBox, ToolEngine
 from ..model.backend import RuntimeSettings, set_threads
 from ..tokenizer.chat import IM_END
 from . import api
@@ -95,9 +96,11 @@ class Worker:
             try:
                 self.admit(admit)
                 if self.live:
-                    for sid, t, finish in self.engine.step():
+                    for sid, t, finish, *forced in self.engine.step():
                         req, j = self.live[sid] if finish is None else self.live.pop(sid)
                         req.events.put((j, t, finish, None))
+                        for f in (forced[0] if forced else ()):  # a tool's output: text of the reply too
+                            req.events.put((j, f, None, None))
             except Exception as e:  # a bug, not a bad request: fail the requests in flight, keep serving
                 traceback.print_exc()
                 for sid, (req, j) in self.live.items():
@@ -257,8 +260,10 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 256  # listen backlog: the default 5 resets clients that connect in a burst
 
     def __init__(self, address, weights, tok, model_name="minigpt", slots=8, maxT=None, max_queued=64,
-                 limits=None, kernels=None, verbose=False):
+                 limits=None, kernels=None, verbose=False, tools=None):
         engine = Engine(weights, slots, maxT, kernels)
+        if tools is not None:  # a ToolBox: calls the model writes are run, outputs forced into its stream
+            engine = ToolEngine(engine, tools, record=False)
         self.tok, self.model_name, self.maxT = tok, model_name, engine.maxT
         self.limits, self.verbose, self.created = limits or api.Limits(), verbose, api.now()
         with open(PAGE, "rb") as f:
@@ -298,6 +303,7 @@ class ServeSettings:
     model_name: str = None       # the model id clients see (default: the checkpoint's file name)
     half: bool = False           # decode with bf16 weights (a bf16 v5 checkpoint always does)
     verbose: bool = False        # log every HTTP request
+    tools: bool = True           # run the calculator calls the model writes, their output forced into the reply
 
     def __post_init__(self):
         if not 0 <= self.port <= 65535:
@@ -333,7 +339,7 @@ def run(args):
                          f"serve a chat model (minigpt sft adds them)")
     name = s.model_name or os.path.splitext(os.path.basename(ckpt))[0]
     server = Server((s.host, s.port), weights, tok, name, s.slots, s.context, s.max_queued,
-                    kernels=rt.backend, verbose=s.verbose)
+                    kernels=rt.backend, verbose=s.verbose, tools=ToolBox(tok) if s.tools else None)
     print(f"minigpt serve: {server.url}/ (chat page), {server.url}/v1 (OpenAI API), model {name}, "
           f"{s.slots} slots x {server.maxT} positions", flush=True)
     server.worker.thread.start()

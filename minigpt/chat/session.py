@@ -10,6 +10,11 @@ reply is sampled token by token until <|im_end|>. The history keeps the ids the 
 (re-encoding a reply's text could tokenize it differently), so at temperature 0 a conversation is
 the same here and in run.c.
 
+With tools (a ToolBox, minigpt/inference/tools.py) a call the model writes is run when its closing
+token is sampled and the output is fed in as forced tokens, exactly as the engine does for the
+server and RL; the pieces of a call and of its output come as ToolPiece (a str with .kind "call" or
+"output"), so a terminal can show them in another style.
+
 When a turn no longer fits the context (block_size), the oldest exchanges are dropped (the system
 prompt stays), the cache is refilled from what is left, and on_notice hears about it; a reply that
 reaches the end of the context stops there, with a notice too.
@@ -20,12 +25,21 @@ from ..inference import kvcache
 from ..inference.generate import StreamDecoder
 from ..inference.sampling import check_sampling, sample_token
 from ..model import backend
-from ..tokenizer.chat import IM_END, IM_SEP, IM_START, check_messages, special_id
+from ..tokenizer.chat import IM_END, IM_SEP, IM_START, TOOL_TOKENS, check_messages, special_id
+
+
+class ToolPiece(str):
+    """Text of a tool call ("call") or of its forced output ("output")."""
+
+    def __new__(cls, text, kind):
+        piece = super().__new__(cls, text)
+        piece.kind = kind
+        return piece
 
 
 class ChatSession:
     def __init__(self, weights, tok, system=None, temperature=0.8, top_k=None, top_p=None, seed=0,
-                 max_new_tokens=256, kernels=None, on_notice=None):
+                 max_new_tokens=256, kernels=None, on_notice=None, tools=None):
         if not isinstance(weights, kvcache.DecodeWeights):
             weights = kvcache.DecodeWeights.from_model(weights)
         self.weights, self.tok, self.system = weights, tok, system
@@ -38,6 +52,8 @@ class ChatSession:
         self.kern = backend.decode_kernels(kernels) if kernels is None or isinstance(kernels, str) else kernels
         self.rng = np.random.default_rng(seed)
         self.on_notice = on_notice or (lambda message: None)
+        self.tools = tools
+        self.markers = {tok.special_tokens[t] for t in TOOL_TOKENS if t in tok.special_tokens}
         self.clear()
 
     def set_sampling(self, temperature=None, top_k=None, top_p=None):
@@ -102,19 +118,39 @@ class ChatSession:
         reply, dec = [], StreamDecoder(self.tok)
         maxT = self.weights.config.block_size
         eot = self.tok.special_tokens.get("<|endoftext|>")
+        watch = self.tools.watch() if self.tools else None
+        sampled, call = 0, []  # call: the tokens of a tool call in progress, its opening marker first
         try:
-            while len(reply) < self.max_new_tokens:
+            while sampled < self.max_new_tokens:  # forced tokens do not count
                 t = sample_token(logits, self.temperature, self.top_k, self.top_p, self.rng)
                 if t == self.end or t == eot:
                     break
                 reply.append(t)
-                piece = dec.push([t])
-                if piece:
-                    yield piece
-                if self.fed >= maxT:
+                sampled += 1
+                opened = watch is not None and watch.kind is None and t in watch.opens
+                forced = watch.push(t) if watch is not None else None
+                if opened:                      # a call starts: the text so far first, the call whole later
+                    tail = dec.flush()
+                    if tail:
+                        yield tail
+                    call = [t]
+                elif call:
+                    call.append(t)
+                    if watch.kind is None:      # closed (or cut for length)
+                        yield ToolPiece(self.tok.decode(call[1:-1] if call[-1] in self.markers else call[1:]), "call")
+                        call = []
+                elif watch is None or t not in self.markers:  # (a stray marker is not text)
+                    piece = dec.push([t])
+                    if piece:
+                        yield piece
+                feed = [t] + (forced or [])
+                if self.fed + len(feed) > maxT:  # no position left for t (and a tool's output)
                     self.on_notice(f"the reply reached the end of the context ({maxT} tokens) and stops here")
                     break
-                logits = self.feed([t])
+                if forced:
+                    reply += forced
+                    yield ToolPiece(self.tok.decode(forced[1:-1]), "output")
+                logits = self.feed(feed)
             tail = dec.flush()
             if tail:
                 yield tail

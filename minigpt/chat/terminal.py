@@ -3,10 +3,14 @@
     minigpt chat runs/NAME-sft                         # the run's newest checkpoint and its tokenizer
     minigpt chat runs/NAME-sft -p "Who are you?" --temperature 0       # prints only the reply
 
+With --tools the model may call the calculator (and search, with --search-docs FILE.jsonl of
+{"id", "text"} documents, or `--search-docs builtin` for the built-in corpus): the call is shown dimmed
+and the tool's output in cyan (plain brackets when the output is not a terminal).
 Replies stream as they are sampled; the history stays in the model's context until it fills, then
 the oldest exchanges are dropped with a notice. Commands: /clear /temperature T /top_k K /top_p P
 /help /quit (or Ctrl-D).
 """
+import json
 import os
 import sys
 from dataclasses import dataclass
@@ -15,6 +19,9 @@ from .. import settings
 from ..inference.sample import open_model
 from ..inference.sampling import SamplingSettings
 from ..model.backend import RuntimeSettings, set_threads
+from ..inference.search import cached_index
+from ..inference.tools import ToolBox
+from ..pretrain.corpus import builtin_documents
 from .session import ChatSession
 
 
@@ -22,6 +29,8 @@ from .session import ChatSession
 class ChatSettings:
     prompt: str = None      # one question (-p): print only the reply and exit
     system: str = None      # system prompt: the conversation's first message
+    tools: bool = True      # run the tool calls the model writes (calculator; search with --search-docs)
+    search_docs: str = None # the search tool's collection: a JSONL of {"id", "text"}, or "builtin" (the corpus)
 
 
 HELP = """commands:
@@ -68,6 +77,42 @@ def command(session, line, out):
     return True
 
 
+def show(piece, out):
+    """A reply piece as the terminal shows it: tool calls dim, tool outputs cyan."""
+    kind = getattr(piece, "kind", None)
+    if kind is None:
+        return piece
+    if out.isatty():
+        return f"\033[2m{piece}\033[0m" if kind == "call" else f"\033[36m -> {piece}\033[0m\n"
+    return f"[{piece}]" if kind == "call" else f" -> [{piece}]\n"
+
+
+def toolbox(c, tok):
+    if not c.tools:
+        return None
+    index = None
+    if c.search_docs == "builtin":
+        index = cached_index([(f"doc{i}", d) for i, d in enumerate(builtin_documents())],
+                             os.path.join("runs", "search"))
+    elif c.search_docs:
+        index = cached_index(read_documents(c.search_docs), os.path.join("runs", "search"))
+    return ToolBox(tok, index=index)
+
+
+def read_documents(path):
+    """[(id, text)] of a JSONL of {"id", "text"} objects; a bad line is an error naming it."""
+    docs = []
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    d = json.loads(line)
+                    docs.append((str(d.get("id", n)), d["text"]))
+                except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+                    raise ValueError(f"{path}:{n}: expected a JSON object with a \"text\" string") from None
+    return docs
+
+
 def run(args):
     c = settings.build(ChatSettings, settings.from_args(args, ChatSettings))
     gen = settings.build(SamplingSettings, settings.from_args(args, SamplingSettings))
@@ -80,10 +125,10 @@ def run(args):
     out, err = sys.stdout, sys.stderr
     session = ChatSession(weights, tok, system=c.system, temperature=gen.temperature, top_k=gen.top_k,
                           top_p=gen.top_p, seed=gen.seed, max_new_tokens=gen.max_new_tokens, kernels=rt.backend,
-                          on_notice=lambda m: err.write(f"\n[{m}]\n"))
+                          on_notice=lambda m: err.write(f"\n[{m}]\n"), tools=toolbox(c, tok))
     if c.prompt is not None:
         for piece in session.send(c.prompt):
-            out.write(piece)
+            out.write(show(piece, out))
             out.flush()
         out.write("\n")
         return 0
@@ -107,7 +152,7 @@ def run(args):
         out.write("assistant> ")
         try:
             for piece in session.send(line):
-                out.write(piece)
+                out.write(show(piece, out))
                 out.flush()
         except KeyboardInterrupt:
             out.write(" [interrupted]")

@@ -6,6 +6,9 @@
     generate.py   the generation loop: prefill once, then a token per stream per step
     sample.py     `minigpt sample`
     engine.py     continuous batching: requests join and leave one KV cache between steps (serve)
+    calculator.py the calculator tool: exact arithmetic by walking Python's ast, bounded
+    search.py     the search tool: BM25 over a local collection, snippets within a token budget
+    tools.py      tool calls in generation: a call's closing token runs the tool, its output is forced
 """
 from .generate import generate, stream_tokens
 

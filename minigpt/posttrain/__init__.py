@@ -7,6 +7,12 @@
     chat_eval.py       held-out prompts answered with the chat template and graded per task
     sft.py             `minigpt sft`: supervised fine-tuning on packed conversations
 
+Tools and refusals:
+
+    tool_chats.py      conversations that call the calculator and search (and the same without tools)
+    tool_eval.py       held-out questions answered with tools at hand, graded
+    probe.py           `minigpt probe`: what the model does not know -> refusal conversations
+
 Learning from rewards (RL on problems with checkable answers):
 
     tasks.py           RL tasks: problems with answers, train/test splits, graders

@@ -51,7 +51,9 @@ def grade_contains(completion, answer):
 
 
 GRADERS = {"count": grade_final, "spell": grade_final, "compare": grade_final, "arithmetic": grade_final,
-           "identity": grade_contains, "docs": grade_contains}
+           "identity": grade_contains, "docs": grade_contains,
+           # tool use (tool_chats.py) and refusals (probe.py)
+           "mult": grade_final, "multistep": grade_final, "facts": grade_final}
 
 
 def grade_answer(task, completion, answer):

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from .. import settings
 from ..fileio import TOKENIZER_FILE, resolve_model, write_json
+from ..inference.tools import ToolBox
 from ..model import GPT
 from ..model.backend import RuntimeSettings
 from ..plot import pyplot, save
@@ -51,6 +52,7 @@ class RLSettings:
     group: int = 16              # samples per problem (G)
     temperature: float = 1.0     # sampling temperature of the rollouts and of the pass@k evaluation
     max_new_tokens: int = 64     # longest reply
+    tools: bool = False          # rollouts with the calculator: calls run, their outputs forced and never trained on
     std_normalize: bool = False  # divide advantages by the group's std (GRPO); nanochat does not
     kl_coef: float = 0.0         # weight of the k3 KL penalty to the base model (TRL's PPO: 0.05; GRPO, nanochat: 0)
     clip_eps: float = 0.2        # PPO ratio clipping, used from the second epoch on (TRL: 0.2)
@@ -96,16 +98,20 @@ CLASSES = (RLSettings, RuntimeSettings)
 # evaluation
 
 
+def toolbox(s, tok):
+    return ToolBox(tok) if s.tools else None
+
+
 def evaluate(model, tok, task, s, seed=0):
     """pass@1 and pass@k (k = eval_samples, unbiased estimator), the greedy accuracy and the mean
     reply length on the first eval_problems test problems. The same seed every time: evaluations
     differ only by the model."""
     problems = task.test[:s.eval_problems]
     samples = rollout(model, tok, task, problems, s.eval_samples, s.max_new_tokens, s.temperature, seed=seed,
-                      batch=max(1, 1024 // s.eval_samples))
+                      batch=max(1, 1024 // s.eval_samples), tools=toolbox(s, tok))
     right = np.array([x.reward > 0 for x in samples]).reshape(len(problems), s.eval_samples)
     n, k = s.eval_samples, s.eval_samples
-    greedy = rollout(model, tok, task, problems, 1, s.max_new_tokens, temperature=0)
+    greedy = rollout(model, tok, task, problems, 1, s.max_new_tokens, temperature=0, tools=toolbox(s, tok))
     return {"pass1": float(np.mean([pass_at_k(n, int(c), 1) for c in right.sum(1)])),
             "passk": float(np.mean([pass_at_k(n, int(c), k) for c in right.sum(1)])), "k": k,
             "greedy": float(np.mean([x.reward > 0 for x in greedy])),
@@ -192,7 +198,7 @@ def rl_train(model, tok, task, s, run_dir, saved, start=0, ref=None, log=print):
         t0 = time.perf_counter()
         problems = step_problems(task, s, step)
         samples = rollout(model, tok, task, problems, s.group, s.max_new_tokens, s.temperature,
-                          seed=s.seed * 1_000_003 + step)
+                          seed=s.seed * 1_000_003 + step, tools=toolbox(s, tok))
         t1 = time.perf_counter()
         adv = advantages(samples, s)
         rewards = np.array([x.reward for x in samples]).reshape(-1, s.group)   # (P, G)

@@ -8,12 +8,17 @@
                  longest sequence (so a batch of short replies is short)
 
 A reply that hit --max-new-tokens without <|im_end|> is trained on as it stands, without an end.
+With tools (a ToolBox, minigpt/inference/tools.py) the replies come from the engine with tools: a
+call's output is forced into the reply, marked in Sample.forced, and never trained on (target -1).
 """
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..inference import kvcache
+from ..inference.engine import Engine
 from ..inference.generate import generate
+from ..inference.tools import generate_with_tools
 from ..tokenizer.chat import IM_END, render_prompt
 
 
@@ -25,6 +30,7 @@ class Sample:
     ended: bool       # the model closed its reply with <|im_end|>
     text: str         # the reply, decoded
     reward: float
+    forced: list = None  # per reply token: True where a tool's output was forced (tools only)
 
 
 def reply_caps(prompts, block_size, max_new_tokens):
@@ -34,12 +40,15 @@ def reply_caps(prompts, block_size, max_new_tokens):
     return [min(max_new_tokens, maxT - len(p) + 1) for p in prompts]
 
 
-def rollout(model, tok, task, problems, G, max_new_tokens, temperature=1.0, seed=0, top_k=None, batch=None):
+def rollout(model, tok, task, problems, G, max_new_tokens, temperature=1.0, seed=0, top_k=None, batch=None,
+            tools=None):
     """G graded samples of each problem -> list of P * G Samples (problem-major). Prompts are cut
     to their last block_size - 1 tokens. batch: problems decoded together (default: all)."""
     end = tok.special_tokens[IM_END]
     T = model.config.block_size
     prompts = [render_prompt(tok, p["messages"])[-(T - 1):] for p in problems]
+    if tools is not None:
+        return tool_rollout(model, tok, task, problems, prompts, G, max_new_tokens, temperature, seed, top_k, tools)
     batch = batch or len(prompts)
     out = []
     for i in range(0, len(prompts), batch):
@@ -57,10 +66,29 @@ def rollout(model, tok, task, problems, G, max_new_tokens, temperature=1.0, seed
     return out
 
 
+def tool_rollout(model, tok, task, problems, prompts, G, max_new_tokens, temperature, seed, top_k, tools):
+    """rollout with tools: the P * G streams decode as continuous-batching streams of one engine;
+    stream (problem j, sample g) samples with seed (seed, j * G + g)."""
+    end = tok.special_tokens[IM_END]
+    engine = Engine(kvcache.DecodeWeights.from_model(model), slots=min(len(prompts) * G, 64))
+    streams = [prompts[j] for j in range(len(prompts)) for _ in range(G)]
+    outs = generate_with_tools(engine, tools, streams, max_new_tokens, temperature, top_k, seed=seed, stop=[end])
+    samples = []
+    for k, (ids, forced, finish) in enumerate(outs):
+        j = k // G
+        text = tok.decode(ids)
+        samples.append(Sample(j, prompts[j], ids, finish == "stop", text, task.grade(problems[j], text), forced))
+    return samples
+
+
 def sequence(sample, end):
-    """(ids, targets) of one sample for next-token training: targets -1 on the prompt."""
+    """(ids, targets) of one sample for next-token training: targets -1 on the prompt and on the
+    tokens a tool forced."""
     ids = sample.prompt + sample.reply + ([end] if sample.ended else [])
     targets = [-1] * (len(sample.prompt) - 1) + ids[len(sample.prompt):]
+    for i, f in enumerate(sample.forced or ()):
+        if f:
+            targets[len(sample.prompt) - 1 + i] = -1
     return ids[:-1], targets
 
 

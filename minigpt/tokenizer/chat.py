@@ -18,6 +18,25 @@ engine forces the tool's answer between the last pair; see minigpt/inference/too
 
     <|tool_start|>calculator: (123*456)+7<|tool_end|><|output_start|>56095<|output_end|>
     <SEARCH_START>query<SEARCH_END><|output_start|>snippets<|output_end|>
+
+A conversation writes a call as OpenAI's tool messages do: an assistant message with one entry in
+"tool_calls", the tool's answer as the "tool" message after it, and the assistant going on in the
+next message:
+
+    {"role": "assistant", "content": "", "tool_calls": [{"type": "function",
+        "function": {"name": "calculator", "arguments": "(123*456)+7"}}]}
+    {"role": "tool", "content": "56095"}
+    {"role": "assistant", "content": "That is 56095."}
+
+All three are ONE assistant turn in the tokens, as the engine produces it (no header in between):
+
+    <|im_start|>assistant<|im_sep|><|tool_start|>calculator: (123*456)+7<|tool_end|><|output_start|>56095<|output_end|>That is 56095.<|im_end|>
+    mask 0 ...             0        1   ...    1   ...   1        1          0     ...  0      0          1 ...   1       1
+
+The call (its markers included) is trained on: the model must learn to make it. The output is
+forced by the engine, never sampled, so its tokens and markers get loss weight 0. A tool named
+"search" uses the seed's <SEARCH_START>QUERY<SEARCH_END> markers; any other name is written
+`<|tool_start|>NAME: ARGUMENTS<|tool_end|>`. A "tool" message anywhere else is an ordinary message.
 """
 IM_START, IM_SEP, IM_END = "<|im_start|>", "<|im_sep|>", "<|im_end|>"
 CHAT_TOKENS = (IM_START, IM_SEP, IM_END)
@@ -45,6 +64,10 @@ def check_messages(messages):
             raise ValueError(f"message {i} must be an object with role and content, found {type(m).__name__}")
         if m.get("role") not in ROLES:
             raise ValueError(f"message {i}: role must be one of {list(ROLES)}, found {m.get('role')!r}")
+        if "tool_calls" in m:
+            tool_call(m, i)
+            if m.get("content") is None:  # OpenAI's clients send null beside tool calls
+                m["content"] = ""
         if not isinstance(m.get("content"), str):
             raise ValueError(f"message {i}: content must be a string, found {type(m.get('content')).__name__}")
         try:
@@ -62,20 +85,68 @@ def special_id(tok, name):
     return tok.special_tokens[name]
 
 
+def tool_call(m, i):
+    """(name, arguments) of an assistant message's one tool call, or a ValueError saying what is wrong."""
+    calls = m["tool_calls"]
+    if m.get("role") != "assistant":
+        raise ValueError(f"message {i}: only an assistant message can make tool calls")
+    if not isinstance(calls, list) or len(calls) != 1 or not isinstance(calls[0], dict):
+        raise ValueError(f"message {i}: tool_calls must be a list of one call (each call's output "
+                         f"comes before the next call), found {calls!r:.80}")
+    fn = calls[0].get("function", calls[0])
+    name, args = (fn.get("name"), fn.get("arguments")) if isinstance(fn, dict) else (None, None)
+    if not isinstance(name, str) or not name.strip() or ":" in name or not isinstance(args, str):
+        raise ValueError(f"message {i}: a tool call needs a name (text without ':') and arguments "
+                         f"(text), found {calls[0]!r:.80}")
+    return name.strip(), args
+
+
+def call_ids(tok, name, args):
+    """The tokens of one tool call, markers included."""
+    if name == "search":
+        return [special_id(tok, SEARCH_START)] + tok.encode_ordinary(args) + [special_id(tok, SEARCH_END)]
+    return ([special_id(tok, TOOL_START)] + tok.encode_ordinary(f"{name}: {args}")
+            + [special_id(tok, TOOL_END)])
+
+
+def output_ids(tok, text):
+    """The tokens the engine forces after a call: the tool's output between its markers."""
+    return [special_id(tok, OUTPUT_START)] + tok.encode_ordinary(text) + [special_id(tok, OUTPUT_END)]
+
+
 def render(tok, messages, add_generation_prompt=False):
     """(ids, mask): the conversation's token ids and its loss mask (1 = train on this token).
     With add_generation_prompt the ids end with `<|im_start|>assistant<|im_sep|>`, ready for the
-    model to write the reply (a prompt: its mask is all 0)."""
+    model to write the reply (a prompt: its mask is all 0); after a tool's output nothing is added,
+    since the assistant's turn is still open."""
     check_messages(messages)
     start, sep, end = (special_id(tok, t) for t in CHAT_TOKENS)
     ids, mask = [], []
-    for m in messages:
-        head = [start] + tok.encode_ordinary(m["role"]) + [sep]
-        body = tok.encode_ordinary(m["content"]) + [end]
-        train = 1 if m["role"] == "assistant" else 0
-        ids += head + body
-        mask += [0] * len(head) + [train] * len(body)
-    if add_generation_prompt:
+    state = "closed"                 # closed | called (after a call) | output (after its output)
+    for i, m in enumerate(messages):
+        if state == "called" and m["role"] != "tool":
+            raise ValueError(f"message {i}: a tool call must be followed by its output, a tool message")
+        if state == "output" and m["role"] != "assistant":
+            raise ValueError(f"message {i}: after a tool's output the assistant goes on with the turn")
+        if state == "called":        # the forced output: never trained on
+            part = output_ids(tok, m["content"])
+            ids, mask, state = ids + part, mask + [0] * len(part), "output"
+            continue
+        if state == "closed":
+            head = [start] + tok.encode_ordinary(m["role"]) + [sep]
+            ids, mask = ids + head, mask + [0] * len(head)
+        body = tok.encode_ordinary(m["content"])
+        if "tool_calls" in m:
+            body += call_ids(tok, *tool_call(m, i))
+            state = "called"
+        else:
+            body += [end]
+            state = "closed"
+        ids += body
+        mask += [1 if m["role"] == "assistant" else 0] * len(body)
+    if state == "called":
+        raise ValueError("the conversation ends with a tool call and no tool message with its output")
+    if add_generation_prompt and state == "closed":
         head = [start] + tok.encode_ordinary("assistant") + [sep]
         ids += head
         mask += [0] * len(head)
