@@ -113,7 +113,8 @@ STAGES = [
 ]
 # stages of the recipe not run yet, and why; the report lists them
 NOT_YET = {"reward + dpo (RLHF)": "no built-in preference pairs yet (`minigpt reward` / `dpo` need --data)",
-           "tools": "tool use (calculator, refusals) has no built-in stage yet"}
+           "tools + refusals": "not in the recipe yet: `minigpt probe` (tools branch) would add two stages, "
+                               "probe -> SFT on its refusals.jsonl"}
 MARKER = "speedrun.json"
 
 
