@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "eval": ("minigpt.eval.cli", "loss, bits per byte, multiple choice and pass@k of a checkpoint"),
     "size": ("minigpt.eval.size", "parameters, memory, FLOPs and training time of a model shape"),
     "serve": ("minigpt.chat.server", "an OpenAI-compatible chat server and a web chat page"),
+    "speedrun": ("minigpt.speedrun", "the whole recipe on built-in data in one command, then a report card"),
 }
 
 

@@ -21,7 +21,7 @@ LAYERS = [
     ["minigpt.posttrain"],   # conversations, SFT, tools, RL, RLHF
     ["minigpt.eval"],        # evaluation and model sizes
     ["minigpt.chat"],        # terminal chat, server
-    ["minigpt.cli", "minigpt.__main__"],  # the command
+    ["minigpt.cli", "minigpt.__main__", "minigpt.speedrun"],  # the command, and speedrun, which runs the others
 ]
 
 
