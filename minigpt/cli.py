@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "rl": ("minigpt.posttrain.rl", "reinforcement learning on problems with checkable answers (pass@1 up)"),
     "chat": ("minigpt.chat.terminal", "talk to a chat (SFT) model in the terminal, or ask one question with -p"),
     "reward": ("minigpt.posttrain.train_reward", "train a reward model on preference pairs (RLHF, part 1)"),
+    "rlhf": ("minigpt.posttrain.rlhf", "optimise a chat model against a reward model, KL-held and stopped early (RLHF, part 2)"),
     "dpo": ("minigpt.posttrain.train_dpo", "fine-tune on preference pairs directly, no reward model (DPO)"),
     "eval": ("minigpt.eval.cli", "loss, bits per byte, multiple choice and pass@k of a checkpoint"),
     "size": ("minigpt.eval.size", "parameters, memory, FLOPs and training time of a model shape"),

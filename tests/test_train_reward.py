@@ -67,7 +67,7 @@ def test_reward_model_learns_the_preference_and_resumes_exactly(base, prefs, tmp
 
 
 def test_reward_needs_its_inputs(base, tmp_path, capsys):
-    assert main(["reward", "--base", str(base)]) == 2
+    assert main(["reward", "--data", "prefs.jsonl"]) == 2   # without --data the pairs are built in
     assert "give --base" in capsys.readouterr().err
     (tmp_path / "few.jsonl").write_text('{"prompt": "q", "chosen": "a", "rejected": "b"}\n{oops\n')
     assert main(["reward", "--base", str(base), "--data", str(tmp_path / "few.jsonl")]) == 2

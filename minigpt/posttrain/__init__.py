@@ -22,6 +22,11 @@ Learning from rewards (RL on problems with checkable answers):
 
 Learning from preferences (RLHF):
 
+    preferences.py     preference pairs (TRL JSONL) and the simulated labeller (gold_score, label)
+    prefgen.py         built-in pairs: requests by code, two SFT samples each, ranked by the labeller
     reward.py          the reward model: GPT trunk + a scalar head at the last token, Bradley-Terry loss
+    train_reward.py    `minigpt reward`
     dpo.py             DPO: preferences as per-token loss weights, no reward model
+    train_dpo.py       `minigpt dpo`
+    rlhf.py            `minigpt rlhf`: RL against the reward model, KL to the SFT model, early stopping
 """

@@ -29,13 +29,15 @@ from ..pretrain.train import append_log, clip_grad_norm, lr_at, truncate_log
 from ..tokenizer import load_tokenizer
 from ..tokenizer.chat import IM_END, render_prompt, special_id
 from .dpo import dpo_loss, dpo_step, pair_rows, sequence_logps
-from .preferences import batch_indices, gold_score, read_preferences
+from .preferences import batch_indices, gold_score
+from .train_reward import preference_split
 
 
 @dataclass
 class DPOSettings:
     base: str = None             # the SFT model: a run directory (its newest checkpoint) or a .bin; also the reference
-    data: str = None             # preference pairs, TRL's JSONL (prompt / chosen / rejected)
+    data: str = None             # preference pairs, TRL's JSONL (default: built-in, sampled from --base, prefgen.py)
+    pairs: int = 768             # built-in data: training pairs to sample (held out: pairs / 4, on held-out topics)
     out: str = None              # run directory (default: runs/dpo)
     steps: int = 100             # optimizer steps
     batch_size: int = 8          # pairs per step
@@ -51,7 +53,7 @@ class DPOSettings:
     seed: int = 1337             # pair order and the split
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every", "keep", "max_new_tokens"):
+        for name in ("steps", "batch_size", "eval_every", "keep", "max_new_tokens", "pairs"):
             settings.check_range(self, name, 1)
         for name in ("warmup", "grad_clip", "seed"):
             settings.check_range(self, name, 0)
@@ -114,8 +116,8 @@ def add_arguments(p):
 def run(args):
     s = settings.build(DPOSettings, settings.from_args(args, DPOSettings))
     rt = settings.build(RuntimeSettings, settings.from_args(args, RuntimeSettings))
-    if not s.base or not s.data:
-        raise ValueError("give --base (an SFT run directory or checkpoint) and --data (preference JSONL)")
+    if not s.base:
+        raise ValueError("give --base (an SFT run directory or checkpoint) and --data (preference JSONL) or none (built-in)")
     print(json.dumps(train_dpo(s, rt, resume=args.resume)))
     return 0
 
@@ -125,16 +127,13 @@ def train_dpo(s, rt, resume=False, log=print):
     if tok_path is None:
         raise FileNotFoundError(f"{s.base}: no tokenizer.model beside the checkpoint: give an SFT run directory")
     tok = load_tokenizer(tok_path)
-    pairs, skipped = read_preferences(s.data)
-    order = np.random.default_rng(s.seed).permutation(len(pairs))
-    n_val = max(1, int(len(pairs) * s.val_fraction))
-    val_pairs, train_pairs = [pairs[i] for i in order[:n_val]], [pairs[i] for i in order[n_val:]]
+    train_pairs, val_pairs, skipped = preference_split(s, rt, ckpt, tok, s.out or os.path.join("runs", "dpo"), log)
     reference = GPT.load(ckpt, backend=rt.backend, threads=rt.threads)
     T = reference.config.block_size
     train, dropped = fit(token_pairs(tok, train_pairs), T)
     val, dropped_val = fit(token_pairs(tok, val_pairs), T)
     if len(train) < 2 or not val:
-        raise ValueError(f"{s.data}: {len(train)} train and {len(val)} held-out pairs fit the context of {T} "
+        raise ValueError(f"{s.data or 'built-in pairs'}: {len(train)} train and {len(val)} held-out pairs fit the context of {T} "
                          f"tokens ({skipped} lines skipped): too few")
     ref_train, ref_val = reference_logps(reference, train, T), reference_logps(reference, val, T)
     run_dir = s.out or os.path.join("runs", "dpo")

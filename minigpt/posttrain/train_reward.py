@@ -27,14 +27,17 @@ from ..pretrain import checkpoint
 from ..pretrain.train import append_log, lr_at, truncate_log
 from ..tokenizer import load_tokenizer
 from ..tokenizer.chat import IM_END, render, special_id
-from .preferences import batch_indices, read_preferences
+from .prefgen import make_preferences
+from .preferences import batch_indices, gold_agreement, gold_score, read_preferences, write_preferences
 from .reward import RewardModel, bradley_terry, head_path
 
 
 @dataclass
 class RewardSettings:
     base: str = None             # the model to start from: a run directory (its newest checkpoint) or a .bin
-    data: str = None             # preference pairs, TRL's JSONL (prompt / chosen / rejected)
+    data: str = None             # preference pairs, TRL's JSONL (default: built-in, sampled from --base, prefgen.py)
+    pairs: int = 768             # built-in data: training pairs to sample (held out: pairs / 4, on held-out topics)
+    max_new_tokens: int = 48     # built-in data: longest sampled reply
     out: str = None              # run directory (default: runs/reward)
     steps: int = 200             # optimizer steps
     batch_size: int = 16         # pairs per step
@@ -48,7 +51,7 @@ class RewardSettings:
     seed: int = 1337             # pair order and the train / val split
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every", "keep"):
+        for name in ("steps", "batch_size", "eval_every", "keep", "pairs", "max_new_tokens"):
             settings.check_range(self, name, 1)
         for name in ("warmup", "weight_decay", "grad_clip", "seed"):
             settings.check_range(self, name, 0)
@@ -103,11 +106,47 @@ def add_arguments(p):
 def run(args):
     s = settings.build(RewardSettings, settings.from_args(args, RewardSettings))
     rt = settings.build(RuntimeSettings, settings.from_args(args, RuntimeSettings))
-    if not s.base or not s.data:
-        raise ValueError("give --base (an SFT run directory or checkpoint) and --data (preference JSONL)")
+    if not s.base:
+        raise ValueError("give --base (an SFT run directory or checkpoint) and --data (preference JSONL) or none (built-in)")
     summary = train_reward(s, rt, resume=args.resume)
     print(json.dumps(summary))
     return 0
+
+
+def preference_split(s, rt, ckpt, tok, run_dir, log=print):
+    """(train pairs, held-out pairs, skipped lines). From --data: a seeded val_fraction held out. Without:
+    built-in pairs sampled from the base (prefgen.py), held out = pairs on held-out topics, both written
+    once to RUN/prefs.jsonl and RUN/prefs_val.jsonl (a resumed run reads them back)."""
+    if s.data:
+        pairs, skipped = read_preferences(s.data)
+        if len(pairs) < 4:
+            raise ValueError(f"{s.data}: {len(pairs)} readable pairs ({skipped} skipped): too few to train on")
+        order = np.random.default_rng(s.seed).permutation(len(pairs))
+        n_val = max(1, int(len(pairs) * s.val_fraction))
+        return [pairs[i] for i in order[n_val:]], [pairs[i] for i in order[:n_val]], skipped
+    paths = [os.path.join(run_dir, f) for f in ("prefs.jsonl", "prefs_val.jsonl")]
+    if not all(os.path.exists(p) for p in paths):
+        base = GPT.load(ckpt, backend=rt.backend, threads=rt.threads)
+        log(f"built-in preferences: sampling {s.pairs} + {s.pairs // 4} pairs from {ckpt}")
+        for path, n, split in zip(paths, (s.pairs, max(4, s.pairs // 4)), ("train", "test")):
+            os.makedirs(run_dir, exist_ok=True)
+            write_preferences(path, make_preferences(base, tok, n, s.max_new_tokens, s.seed, split=split))
+    (train, _), (val, _) = (read_preferences(p, strict=True) for p in paths)
+    return train, val, 0
+
+
+def gold_accuracy(rm, tok, pairs, T, batch=32):
+    """Share of pairs the model orders as gold_score does (pairs gold scores equal are left out):
+    how well the reward model recovered what the labeller's noise hides."""
+    r = []
+    for i in range(0, len(pairs), batch):
+        x, lengths = conversation_rows(tok, pairs[i:i + batch], T)
+        s = rm.forward(x, lengths).astype(np.float64)
+        r += list(s[:len(s) // 2] - s[len(s) // 2:])
+    d = np.array([gold_score(p.prompt[-1]["content"], p.chosen) - gold_score(p.prompt[-1]["content"], p.rejected)
+                  for p in pairs])
+    keep = d != 0
+    return float(np.mean(np.sign(np.array(r)[keep]) == np.sign(d[keep]))) if keep.any() else float("nan")
 
 
 def train_reward(s, rt, resume=False, log=print):
@@ -115,13 +154,8 @@ def train_reward(s, rt, resume=False, log=print):
     if tok_path is None:
         raise FileNotFoundError(f"{s.base}: no tokenizer.model beside the checkpoint: give an SFT run directory")
     tok = load_tokenizer(tok_path)
-    pairs, skipped = read_preferences(s.data)
-    if len(pairs) < 4:
-        raise ValueError(f"{s.data}: {len(pairs)} readable pairs ({skipped} skipped): too few to train on")
-    order = np.random.default_rng(s.seed).permutation(len(pairs))
-    n_val = max(1, int(len(pairs) * s.val_fraction))
-    val, train = [pairs[i] for i in order[:n_val]], [pairs[i] for i in order[n_val:]]
     run_dir = s.out or os.path.join("runs", "reward")
+    train, val, skipped = preference_split(s, rt, ckpt, tok, run_dir, log)
     resumed = checkpoint.open_run(run_dir, resume)
     if resumed:
         info, m, v = resumed
@@ -180,5 +214,8 @@ def train_reward(s, rt, resume=False, log=print):
     final = checkpoint.paths(run_dir, s.steps)[0]
     log(f"reward model: {final} (+ {os.path.basename(head_path(final))}); held-out accuracy "
         f"{'' if before is None else f'{before:.3f} -> '}{acc:.3f}")
-    return {"rm_accuracy": acc, "rm_accuracy_before": before, "val_pairs": len(val), "train_pairs": len(train),
+    gold = gold_accuracy(rm, tok, val, T)
+    log(f"held-out: the labeller agrees with gold on {gold_agreement(val):.3f} of pairs, the reward model on {gold:.3f}")
+    return {"rm_accuracy": acc, "rm_accuracy_before": before, "gold_agreement": gold,
+            "labeller_gold_agreement": gold_agreement(val), "val_pairs": len(val), "train_pairs": len(train),
             "steps": s.steps, "checkpoint": final}
