@@ -474,7 +474,12 @@ static void usage(void) {
 // strict flag values: the whole text must be a number in range (atoi("abc") is 0, and
 // strtol("4294967296") wraps when cast to int), and a float must be finite (NaN compares false)
 static void bad_value(char opt, const char *v, const char *expected) {
-    fprintf(stderr, "run: -%c: expected %s, found '%s'\n", opt, expected, v);
+    fprintf(stderr, "run: -%c: expected %s, found '", opt, expected);
+    for (int i = 0; v[i] && i < 40; i++) {  // printable, one line: a value may hold a newline or escapes
+        unsigned char c = (unsigned char)v[i];
+        if (c >= 32 && c < 127 && c != '\\') fputc(c, stderr); else fprintf(stderr, "\\x%02x", c);
+    }
+    fprintf(stderr, "%s'\n", strlen(v) > 40 ? "..." : "");
     exit(1);
 }
 
