@@ -38,6 +38,7 @@ def nltk_words(tok, text):
 @given(text=drawn)
 @example(text="")
 @example(text="word")                                                       # one word
+@example(text="'¼")                                     # a word character to re's \w, not to regex's (NLTK's)
 @example(text="He said \"don't\" (twice), e.g. 3,000 times... Done.")
 @example(text="Very bad acting!!! I promise. J. Bach wrote 3. it. (Sent1.) Sent2. foo. )")
 @example(text=" \"lead\n\"quote ''x'' a' 'b c'")
