@@ -19,10 +19,9 @@ alphabetic-words line). This module gives the same answers, faster:
   split in one pass; the rare shapes the chunk framing cannot see run the whole cascade.
 tests/test_data_words.py checks all of it against NLTK itself on drawn text.
 """
-import re
 from functools import lru_cache
 
-import regex
+import regex as re  # the engine NLTK compiles its rules with (nltk.redos): its \w and \s are Unicode's, not re's
 
 # ------------------------------------------------------------------------------------------------
 # Treebank (NLTK's NLTKWordTokenizer), the cascade for one string
@@ -32,9 +31,7 @@ TB_STARTING_QUOTES = [
     (re.compile(r'^"'), r"``"),
     (re.compile(r"(``)"), r" \1 "),
     (re.compile(r"([ \(\[{<])(\"|\'{2})"), r"\1 `` "),
-    # NLTK compiles its rules with the `regex` engine (nltk.redos), whose \w is not re's: "¼" is a word
-    # character to re, not to regex; this is the one rule where that decides a split
-    (regex.compile(r"(?i)(?<!\w)(')(?!(?:re|ve|ll|m|t|s|d|n)\b)(?=\w)"), r"\1 "),
+    (re.compile(r"(?i)(?<!\w)(')(?!(?:re|ve|ll|m|t|s|d|n)\b)(?=\w)"), r"\1 "),
 ]
 TB_PUNCTUATION = [
     (re.compile(r"([^\.])(\.)([\]\)}>\"\'»”’ ]*+)\s*$"), r"\1 \2 \3 "),
