@@ -264,3 +264,137 @@ def read_gguf(path):
     gg = GGUFFile(path, version, alignment, metadata, types, tensors, data_offset, mm)
     gg.array_types = array_types
     return gg
+
+
+# --------------------------------------------------------------------------------------------------
+# the writer: version 3, little-endian, every tensor at an aligned offset, written atomically
+
+def _int_type(values):
+    lo, hi = min(values, default=0), max(values, default=0)
+    return I32 if -2**31 <= lo and hi < 2**31 else I64 if -2**63 <= lo and hi < 2**63 else U64
+
+
+def typed(key, v):
+    """A metadata value -> GGUFValue: a GGUFValue as given; otherwise str, bool, int (i32, or i64
+    when it needs it), float (f32), NumPy scalars and arrays by their dtype, lists by their items."""
+    if isinstance(v, GGUFValue):
+        if v.type == ARRAY and v.elem is None:
+            return GGUFValue(ARRAY, v.value, typed(key, v.value).elem)
+        return v
+    if key == "general.alignment":
+        return GGUFValue(U32, v)
+    if isinstance(v, (bool, np.bool_)):
+        return GGUFValue(BOOL, bool(v))
+    if isinstance(v, np.generic):
+        return GGUFValue(_dtype_type(key, v.dtype), v.item())
+    if isinstance(v, int):
+        return GGUFValue(_int_type([v]), v)
+    if isinstance(v, float):
+        return GGUFValue(F32, v)
+    if isinstance(v, str):
+        return GGUFValue(STRING, v)
+    if isinstance(v, np.ndarray):
+        return GGUFValue(ARRAY, v, _dtype_type(key, v.dtype))
+    if isinstance(v, (list, tuple)):
+        if all(isinstance(x, str) for x in v):
+            return GGUFValue(ARRAY, list(v), STRING)
+        if all(isinstance(x, bool) for x in v):
+            return GGUFValue(ARRAY, list(v), BOOL)
+        if all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+            return GGUFValue(ARRAY, list(v), _int_type(v))
+        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+            return GGUFValue(ARRAY, list(v), F32)
+    raise ValueError(f"metadata {key!r}: cannot write a {type(v).__name__} as a GGUF value")
+
+
+def _dtype_type(key, dtype):
+    for t, d in DTYPES.items():
+        if d == dtype.newbyteorder("<") and t != BOOL:
+            return t
+    if dtype == np.bool_:
+        return BOOL
+    raise ValueError(f"metadata {key!r}: no GGUF type holds {dtype}")
+
+
+def _encode_string(s):
+    b = s.encode("utf-8", "surrogateescape")
+    return struct.pack("<Q", len(b)) + b
+
+
+def _encode(key, v):
+    """A GGUFValue -> its bytes (without the type id in front)."""
+    try:
+        if v.type in SCALARS:
+            return struct.pack(SCALARS[v.type][1], v.value)
+        if v.type == STRING:
+            return _encode_string(v.value)
+        if v.type == ARRAY:
+            head = struct.pack("<IQ", v.elem, len(v.value))
+            if v.elem == STRING:
+                return head + b"".join(_encode_string(s) for s in v.value)
+            if v.elem not in SCALARS:
+                raise ValueError(f"arrays of {VALUE_NAMES.get(v.elem, v.elem)} are not GGUF")
+            a = np.asarray(v.value)
+            if v.elem == BOOL:
+                a = a.astype(bool)
+            return head + a.astype(DTYPES[v.elem]).tobytes()
+    except (struct.error, OverflowError, TypeError) as e:
+        raise ValueError(f"metadata {key!r}: cannot write {v.value!r:.60} as {VALUE_NAMES.get(v.type)}: {e}") from None
+    raise ValueError(f"metadata {key!r}: unknown value type {v.type}")
+
+
+def _tensor_bytes(name, t):
+    """A tensor to write -> (ggml type, NumPy shape, raw uint8 bytes). A float array is written as
+    F32 (F16 if it is float16); (type, x) quantizes x; (type, raw, shape) is written as it is."""
+    if isinstance(t, np.ndarray):
+        t = (quant.F16 if t.dtype == np.float16 else quant.F32, t)
+    if len(t) == 2:
+        ggml_type, x = t
+        x = np.asarray(x)
+        raw, shape = quant.quantize(x, ggml_type), x.shape
+    else:
+        ggml_type, raw, shape = t
+        raw = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1)
+        shape = tuple(int(s) for s in shape)
+        if ggml_type not in quant.TYPES:
+            raise ValueError(f"tensor {name!r}: unknown ggml type {ggml_type}")
+        if raw.size != quant.nbytes_of(ggml_type, shape):
+            raise ValueError(f"tensor {name!r}: {raw.size} bytes, a {quant.type_name(ggml_type)} "
+                             f"{shape} has {quant.nbytes_of(ggml_type, shape)}")
+    if not 1 <= len(shape) <= MAX_DIMS or min(shape) < 1:
+        raise ValueError(f"tensor {name!r}: shape {shape} (GGUF holds 1 to {MAX_DIMS} dims, each >= 1)")
+    if not name or len(name.encode()) > MAX_NAME:
+        raise ValueError(f"tensor {name!r}: a tensor name must be 1 to {MAX_NAME} bytes")
+    return ggml_type, tuple(shape), raw
+
+
+def write_gguf(path, metadata, tensors, alignment=DEFAULT_ALIGNMENT):
+    """Write a GGUF version 3 file atomically: metadata key -> value (see typed()), tensors name ->
+    float array, (ggml type, float array) or (ggml type, raw bytes, shape)."""
+    kv = {k: typed(k, v) for k, v in metadata.items()}
+    if "general.alignment" in kv:
+        alignment = kv["general.alignment"].value
+    elif alignment != DEFAULT_ALIGNMENT:
+        kv["general.alignment"] = GGUFValue(U32, alignment)
+    if not isinstance(alignment, int) or alignment < 1 or alignment & (alignment - 1) or alignment >= 2**32:
+        raise ValueError(f"alignment {alignment!r} is not a u32 power of two")
+    if any(not k for k in kv):
+        raise ValueError("a metadata key is empty")
+    parts = [MAGIC, struct.pack("<IQQ", 3, len(tensors), len(kv))]
+    for k, v in kv.items():
+        parts += [_encode_string(k), struct.pack("<I", v.type), _encode(k, v)]
+    pad = lambda n: -n % alignment  # noqa: E731
+    data, offset = [], 0
+    for name, t in tensors.items():
+        ggml_type, shape, raw = _tensor_bytes(name, t)
+        ne = tuple(reversed(shape))
+        parts += [_encode_string(name), struct.pack(f"<I{len(ne)}QIQ", len(ne), *ne, ggml_type, offset)]
+        data += [raw, b"\0" * pad(raw.size)]
+        offset += raw.size + pad(raw.size)
+    header = b"".join(parts)
+
+    def write(f):
+        f.write(header + b"\0" * pad(len(header)))
+        for d in data:
+            f.write(memoryview(d))
+    atomic_write(path, write)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from minigpt import quant
-from minigpt.gguf import F32, I32, U32, GGUFError, read_gguf
+from minigpt import gguf as mg
+from minigpt.gguf import F32, I32, U32, GGUFError, GGUFValue, read_gguf, write_gguf
 
 gguf = pytest.importorskip("gguf")
 
@@ -63,3 +64,81 @@ def test_require(smollm2):
         smollm2.require("llama.nope", int)
     with pytest.raises(GGUFError, match="is u32, expected str"):
         smollm2.require("llama.block_count", str)
+
+
+def test_smollm2_written_back_is_the_same_file(smollm2, smollm2_path, tmp_path):
+    out = tmp_path / "copy.gguf"
+    write_gguf(out, {k: smollm2.value(k) for k in smollm2.metadata},
+               {n: (i.ggml_type, smollm2.raw(n), i.shape) for n, i in smollm2.tensors.items()})
+    assert out.read_bytes() == open(smollm2_path, "rb").read()  # byte for byte, as gguf-py wrote it
+
+
+# every value type, arrays of each, and every tensor type
+METADATA = {
+    "general.architecture": "llama", "general.name": "tiny ünïcode ✓",
+    "u8": GGUFValue(mg.U8, 255), "i8": GGUFValue(mg.I8, -128), "u16": GGUFValue(mg.U16, 65535),
+    "i16": GGUFValue(mg.I16, -32768), "u32": GGUFValue(mg.U32, 2**32 - 1), "i32": -2**31,
+    "f32": 0.25, "bool": True, "u64": GGUFValue(mg.U64, 2**64 - 1), "i64": -2**63,
+    "f64": GGUFValue(mg.F64, 1 / 3), "empty": "",
+    "a.str": ["a", "", "ü"], "a.i32": [1, -2, 3], "a.f32": np.array([0.5, -1.5], np.float32),
+    "a.bool": [True, False], "a.u8": np.array([0, 255], np.uint8), "a.i64": np.array([-2**63], np.int64),
+    "a.f64": np.array([1e300], np.float64), "a.empty": GGUFValue(mg.ARRAY, [], mg.STRING),
+}
+
+
+def tiny_tensors():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 64)).astype(np.float32)
+    return {"f32": x, "f16": (quant.F16, x), "bf16": (quant.BF16, x[:1]), "q8_0": (quant.Q8_0, x),
+            "q4_0": (quant.Q4_0, x[:, :32]), "q4_1": (quant.Q4_1, x.reshape(2, 2, 64)), "vec": x[0, :5],
+            "raw": (quant.Q8_0, quant.quantize(x[:2], quant.Q8_0), (2, 64))}
+
+
+@pytest.mark.parametrize("alignment", [32, 64, 1])
+def test_writer_roundtrip_here_and_in_gguf_py(tmp_path, alignment):
+    path = tmp_path / "tiny.gguf"
+    tensors = tiny_tensors()
+    write_gguf(path, METADATA, tensors, alignment=alignment)
+    g = read_gguf(path)
+    assert g.version == 3 and g.alignment == alignment
+    for k, v in METADATA.items():
+        want = v.value if isinstance(v, GGUFValue) else v
+        got = g.metadata[k]
+        assert (list(got) == list(want)) if isinstance(want, (list, np.ndarray)) else got == want, k
+    assert g.types["u8"] == mg.U8 and g.types["i32"] == I32 and g.types["f32"] == F32 and g.types["a.str"] == mg.ARRAY
+    assert g.array_types["a.i64"] == mg.I64 and g.array_types["a.bool"] == mg.BOOL
+    for name, t in tensors.items():
+        ggml_type, shape, raw = mg._tensor_bytes(name, t)
+        info = g.tensors[name]
+        assert (info.ggml_type, info.shape) == (ggml_type, shape) and info.offset % alignment == 0
+        assert g.raw(name).tobytes() == raw.tobytes()
+    assert np.array_equal(g.tensor("f32"), tensors["f32"]) and g.tensor("q4_1").shape == (2, 2, 64)
+    # written back from what was read: the same bytes
+    again = tmp_path / "again.gguf"
+    write_gguf(again, {k: g.value(k) for k in g.metadata}, {n: (i.ggml_type, g.raw(n), i.shape) for n, i in g.tensors.items()})
+    assert again.read_bytes() == path.read_bytes()
+    # the oracle reads the same values and tensors
+    r = gguf.GGUFReader(path)
+    assert r.fields["general.name"].contents() == "tiny ünïcode ✓"
+    assert r.fields["u64"].contents() == 2**64 - 1 and r.fields["i64"].contents() == -2**63
+    assert r.fields["a.str"].contents() == ["a", "", "ü"] and r.fields["a.i32"].contents() == [1, -2, 3]
+    assert r.fields["a.f64"].contents() == [1e300] and r.fields["bool"].contents() is True
+    for t in r.tensors:
+        info = g.tensors[t.name]
+        assert t.data_offset == info.offset and t.tensor_type == info.ggml_type and t.n_bytes == info.nbytes
+        assert tuple(int(d) for d in reversed(t.shape)) == info.shape
+
+
+def test_writer_refuses_what_gguf_cannot_hold(tmp_path):
+    p = tmp_path / "x.gguf"
+    with pytest.raises(ValueError, match="'k': cannot write a dict"):
+        write_gguf(p, {"k": {}}, {})
+    with pytest.raises(ValueError, match="cannot write 300 as u8"):
+        write_gguf(p, {"k": GGUFValue(mg.U8, 300)}, {})
+    with pytest.raises(ValueError, match="shape"):
+        write_gguf(p, {}, {"t": np.zeros((1, 1, 1, 1, 1), np.float32)})
+    with pytest.raises(ValueError, match="not whole blocks"):
+        write_gguf(p, {}, {"t": (quant.Q8_0, np.zeros((2, 16), np.float32))})
+    with pytest.raises(ValueError, match="power of two"):
+        write_gguf(p, {}, {}, alignment=24)
+    assert not p.exists()
