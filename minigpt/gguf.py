@@ -194,8 +194,6 @@ def read_gguf(path):
     # the smallest key-value is 13 bytes (8 length + 1 key byte + 4 type), the smallest info 25
     if n_kv * 13 > size - c.pos:
         c.fail(f"metadata count {n_kv} cannot fit in the {size - c.pos} bytes left")
-    if n_tensors * 25 > size - c.pos:
-        c.fail(f"tensor count {n_tensors} cannot fit in the {size - c.pos} bytes left")
 
     metadata, types, array_types = {}, {}, {}
     for i in range(n_kv):
@@ -217,6 +215,8 @@ def read_gguf(path):
             c.fail(f"general.alignment {alignment!r} ({VALUE_NAMES[types['general.alignment']]}) "
                    f"is not a u32 power of two")
 
+    if n_tensors * 25 > size - c.pos:
+        c.fail(f"tensor count {n_tensors} cannot fit in the {size - c.pos} bytes left")
     infos, seen = [], set()
     for i in range(n_tensors):
         name = c.string(f"tensor {i} name", strict=True)
@@ -224,7 +224,7 @@ def read_gguf(path):
         if not name or len(name.encode()) > MAX_NAME:
             c.fail(f"{what}: a tensor name must be 1 to {MAX_NAME} bytes")
         if name in seen:
-            c.fail(f"duplicate tensor {what}")
+            c.fail(f"duplicate {what}")
         seen.add(name)
         n_dims = c.scalar(U32, f"{what} n_dims")
         if not 1 <= n_dims <= MAX_DIMS:

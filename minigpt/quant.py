@@ -62,6 +62,11 @@ def _check(ggml_type, what):
 
 def dequantize(raw, ggml_type, shape):
     """raw bytes (uint8) of a tensor of this type -> float32 array of `shape`."""
+    with np.errstate(invalid="ignore", over="ignore"):  # a stored inf or NaN scale gives NaN, as in ggml
+        return _dequantize(raw, ggml_type, shape)
+
+
+def _dequantize(raw, ggml_type, shape):
     _check(ggml_type, "dequantize")
     shape = tuple(int(s) for s in shape)
     raw = np.asarray(raw, dtype=np.uint8).reshape(-1)
