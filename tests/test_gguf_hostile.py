@@ -180,3 +180,13 @@ def test_fuzz_hostile_words(folder, valid, data):
     v = data.draw(st.sampled_from([2**62, 2**63, 2**64 - 1, 2**32, 2**31, 0, 1, 63, 65]))
     blob[i:i + 8] = struct.pack("<Q", v)
     survives(folder, bytes(blob[:len(valid)]))
+
+
+def test_cli_names_the_defect_exit_2(tmp_path, capsys):
+    from minigpt.cli import main
+    for what, blob, match in DEFECTS[::5]:
+        p = tmp_path / "bad.gguf"
+        p.write_bytes(blob)
+        assert main(["gguf", str(p)]) == 2, what
+        err = capsys.readouterr().err
+        assert err.startswith(f"minigpt gguf: {p}: ") and err.count("\n") == 1, what

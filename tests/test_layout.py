@@ -13,7 +13,7 @@ PACKAGE = os.path.join(ROOT, "minigpt")
 # bottom to top; a module's layer is the first entry that is a prefix of its dotted name
 LAYERS = [
     ["minigpt.config", "minigpt.fileio", "minigpt.settings", "minigpt.plot",
-     "minigpt.quant", "minigpt.gguf", "minigpt.pull"],  # formats (llm.c's, GGUF), shapes, settings, pictures
+     "minigpt.quant", "minigpt.gguf", "minigpt.gguf_dump", "minigpt.pull"],  # formats (llm.c's, GGUF), shapes, settings, pictures
     ["minigpt.tokenizer"],   # byte-level BPE, special tokens, the chat template
     ["minigpt.data"],        # web pages -> documents -> token shards
     ["minigpt.model"],       # the ops and the GPT
