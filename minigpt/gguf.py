@@ -129,9 +129,10 @@ class _Cursor:
 class GGUFFile:
     """A GGUF's header, read and checked; tensor data stays on disk (memory-mapped) until asked for."""
 
-    def __init__(self, path, version, alignment, metadata, types, tensors, data_offset, mm):
+    def __init__(self, path, version, alignment, metadata, types, array_types, tensors, data_offset, mm):
         self.path, self.version, self.alignment = path, version, alignment
         self.metadata, self.types, self.tensors = metadata, types, tensors
+        self.array_types = array_types  # key -> element type, for the arrays
         self.data_offset, self._mm = data_offset, mm
 
     def value(self, key):
@@ -261,9 +262,7 @@ def read_gguf(path):
     for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
         if start < end:
             c.fail(f"tensors {_show(a)} and {_show(b)} overlap")
-    gg = GGUFFile(path, version, alignment, metadata, types, tensors, data_offset, mm)
-    gg.array_types = array_types
-    return gg
+    return GGUFFile(path, version, alignment, metadata, types, array_types, tensors, data_offset, mm)
 
 
 # --------------------------------------------------------------------------------------------------

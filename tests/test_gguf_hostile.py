@@ -190,3 +190,12 @@ def test_cli_names_the_defect_exit_2(tmp_path, capsys):
         assert main(["gguf", str(p)]) == 2, what
         err = capsys.readouterr().err
         assert err.startswith(f"minigpt gguf: {p}: ") and err.count("\n") == 1, what
+
+
+def test_version_2_reads_as_3(tmp_path):
+    assert read(tmp_path, craft(version=2)).version == 2  # the same layout: v3 only allowed big-endian
+
+
+def test_no_tensors_and_no_metadata(tmp_path):
+    g = read(tmp_path, craft(kvs=[], infos=[], data=b""))
+    assert g.metadata == {} and g.tensors == {}
