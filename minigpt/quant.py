@@ -15,6 +15,11 @@ import numpy as np
 
 from .fileio import bf16_to_f32, f32_to_bf16
 
+try:  # the C fast path, csrc/quant.c (python csrc/build_quant.py)
+    from ._quant import ffi as _ffi, lib as _lib
+except ImportError:
+    _ffi = _lib = None
+
 F32, F16, Q4_0, Q4_1, Q8_0, BF16 = 0, 1, 2, 3, 8, 30
 QK = 32  # weights per block of the 32-block types
 
@@ -60,19 +65,38 @@ def _check(ggml_type, what):
                          f"{', '.join(type_name(t) for t in SUPPORTED)})")
 
 
+def _checked(raw, ggml_type, shape):
+    _check(ggml_type, "dequantize")
+    shape = tuple(int(s) for s in shape)
+    raw = np.ascontiguousarray(raw, dtype=np.uint8).reshape(-1)
+    if raw.size != nbytes_of(ggml_type, shape):
+        raise ValueError(f"{type_name(ggml_type)} {shape}: expected {nbytes_of(ggml_type, shape)} "
+                         f"bytes, got {raw.size}")
+    return raw, shape
+
+
 def dequantize(raw, ggml_type, shape):
-    """raw bytes (uint8) of a tensor of this type -> float32 array of `shape`."""
+    """raw bytes (uint8) of a tensor of this type -> float32 array of `shape`: in C (csrc/quant.c)
+    where it is built, else dequantize_numpy; the two agree bit for bit."""
+    raw, shape = _checked(raw, ggml_type, shape)
+    if _lib is None:
+        return dequantize_numpy(raw, ggml_type, shape)
+    out = np.empty(shape, np.float32)
+    rc = _lib.dequantize_row(_ffi.from_buffer("float[]", out, require_writable=True),
+                             _ffi.from_buffer("uint8_t[]", raw), ggml_type, out.size, raw.size)
+    if rc != 0:  # cannot happen: the sizes were checked above, and C checks them again
+        raise ValueError(f"{type_name(ggml_type)} {shape}: the C dequantizer refused the sizes")
+    return out
+
+
+def dequantize_numpy(raw, ggml_type, shape):
+    """The specification: raw bytes (uint8) of this type -> float32 array of `shape`."""
+    raw, shape = _checked(raw, ggml_type, shape)
     with np.errstate(invalid="ignore", over="ignore"):  # a stored inf or NaN scale gives NaN, as in ggml
         return _dequantize(raw, ggml_type, shape)
 
 
 def _dequantize(raw, ggml_type, shape):
-    _check(ggml_type, "dequantize")
-    shape = tuple(int(s) for s in shape)
-    raw = np.asarray(raw, dtype=np.uint8).reshape(-1)
-    if raw.size != nbytes_of(ggml_type, shape):
-        raise ValueError(f"{type_name(ggml_type)} {shape}: expected {nbytes_of(ggml_type, shape)} "
-                         f"bytes, got {raw.size}")
     if ggml_type == F32:
         return raw.view("<f4").astype(np.float32).reshape(shape)
     if ggml_type == F16:
@@ -100,6 +124,12 @@ def _roundf(x):
     return np.sign(x) * (whole + (a - whole >= np.float32(0.5)))
 
 
+def _int_codes(q):
+    """A scale so small (subnormal) that 1/d is inf makes codes inf or NaN; C's (int) cast of those
+    is undefined, and x86 gives 0x80000000, whose low byte is the 0 ggml stores (gguf-py too)."""
+    return np.where(np.isfinite(q), q, 0)
+
+
 def _inverse(d):
     with np.errstate(divide="ignore"):
         return np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
@@ -107,6 +137,11 @@ def _inverse(d):
 
 def quantize(x, ggml_type):
     """float array -> its bytes (uint8) in this type, rounded as ggml's reference quantizers."""
+    with np.errstate(over="ignore", invalid="ignore"):  # subnormal scales: see _int_codes
+        return _quantize(x, ggml_type)
+
+
+def _quantize(x, ggml_type):
     _check(ggml_type, "quantize")
     x = np.ascontiguousarray(x, dtype=np.float32)
     if ggml_type == F32:
@@ -119,7 +154,7 @@ def quantize(x, ggml_type):
     b = x.reshape(-1, QK)                                            # (nb, 32)
     if ggml_type == Q8_0:
         d = np.abs(b).max(axis=1, keepdims=True) / np.float32(127)   # (nb, 1)
-        q = _roundf(b * _inverse(d)).astype(np.int8)                 # (nb, 32)
+        q = _int_codes(_roundf(b * _inverse(d))).astype(np.int8)     # (nb, 32)
         return np.concatenate([d.astype("<f2").view(np.uint8), q.view(np.uint8)], axis=1).reshape(-1)
     if ggml_type == Q4_0:
         # the signed value of largest magnitude maps to -8, so the full code range 0..15 is used
@@ -132,6 +167,6 @@ def quantize(x, ggml_type):
         d = (hi - lo) / np.float32(15)                               # (nb, 1)
         q = np.trunc((b - lo) * _inverse(d) + np.float32(0.5))       # (nb, 32)
         head = [d.astype("<f2").view(np.uint8), lo.astype("<f2").view(np.uint8)]
-    q = np.clip(q, 0, 15).astype(np.uint8)                           # (nb, 32)
+    q = np.clip(_int_codes(q), 0, 15).astype(np.uint8)               # (nb, 32)
     codes = q[:, :16] | (q[:, 16:] << np.uint8(4))                   # (nb, 16)
     return np.concatenate(head + [codes], axis=1).reshape(-1)

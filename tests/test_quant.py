@@ -11,7 +11,8 @@ gguf = pytest.importorskip("gguf")  # the oracle: llama.cpp's gguf-py (the test 
 TYPES = [quant.F32, quant.F16, quant.BF16, quant.Q8_0, quant.Q4_0, quant.Q4_1]
 # finite float32 values over many magnitudes, with ties and repeated values
 values = st.one_of(st.floats(-1e4, 1e4, width=32), st.sampled_from([0.0, -0.0, 0.5, -0.5, 1.0, 7.5]),
-                   st.floats(-2.0**-10, 2.0**-10, width=32))
+                   st.floats(-2.0**-10, 2.0**-10, width=32),
+                   st.floats(-2.0**-120, 2.0**-120, width=32))  # scales so small that 1/d is inf
 
 
 def oracle_quantize(x, t):
@@ -41,15 +42,32 @@ def test_quantize_bit_exact(t, rows, blocks, data):
     assert ours.tobytes() == oracle_quantize(x, t).tobytes()
 
 
+# the NumPy specification, and the C fast path (csrc/quant.c) where it is built
+DEQUANTIZERS = [quant.dequantize_numpy, pytest.param(quant.dequantize, marks=pytest.mark.skipif(
+    quant._lib is None, reason="minigpt._quant is not built (python csrc/build_quant.py)"), id="c")]
+
+
+@pytest.mark.parametrize("dequantize", DEQUANTIZERS)
 @settings(max_examples=60)
 @given(st.sampled_from(TYPES), st.integers(1, 3), st.integers(1, 3), st.data())
-def test_dequantize_bit_exact_on_any_bytes(t, rows, blocks, data):
+def test_dequantize_bit_exact_on_any_bytes(dequantize, t, rows, blocks, data):
     shape = (rows, 32 * blocks)
     raw = np.frombuffer(data.draw(st.binary(min_size=quant.nbytes_of(t, shape),
                                             max_size=quant.nbytes_of(t, shape))), np.uint8)
-    ours, theirs = quant.dequantize(raw, t, shape), oracle_dequantize(raw, t, shape)
+    ours, theirs = dequantize(raw, t, shape), oracle_dequantize(raw, t, shape)
     assert ours.dtype == np.float32 and ours.shape == shape
     assert ours.view(np.uint32).tobytes() == theirs.view(np.uint32).tobytes()  # NaNs too, bit for bit
+
+
+@pytest.mark.skipif(quant._lib is None, reason="minigpt._quant is not built")
+def test_c_checks_its_sizes_itself():
+    out = np.zeros(64, np.float32)
+    raw = np.zeros(68, np.uint8)
+    lib, ffi = quant._lib, quant._ffi
+    f, r = ffi.from_buffer("float[]", out), ffi.from_buffer("uint8_t[]", raw)
+    assert lib.dequantize_row(f, r, quant.Q8_0, 64, 68) == 0
+    for t, n, nbytes in [(quant.Q8_0, 64, 67), (quant.Q8_0, 48, 51), (quant.Q4_1, -32, -20), (14, 256, 210)]:
+        assert lib.dequantize_row(f, r, t, n, nbytes) == -1
 
 
 def test_layout_of_a_q4_0_block():
