@@ -372,6 +372,8 @@ def write_gguf(path, metadata, tensors, alignment=DEFAULT_ALIGNMENT):
     float array, (ggml type, float array) or (ggml type, raw bytes, shape)."""
     kv = {k: typed(k, v) for k, v in metadata.items()}
     if "general.alignment" in kv:
+        if kv["general.alignment"].type != U32:
+            raise ValueError("general.alignment must be a u32 (readers refuse any other type)")
         alignment = kv["general.alignment"].value
     elif alignment != DEFAULT_ALIGNMENT:
         kv["general.alignment"] = GGUFValue(U32, alignment)

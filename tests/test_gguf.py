@@ -141,6 +141,8 @@ def test_writer_refuses_what_gguf_cannot_hold(tmp_path):
         write_gguf(p, {}, {"t": (quant.Q8_0, np.zeros((2, 16), np.float32))})
     with pytest.raises(ValueError, match="power of two"):
         write_gguf(p, {}, {}, alignment=24)
+    with pytest.raises(ValueError, match="general.alignment must be a u32"):
+        write_gguf(p, {"general.alignment": GGUFValue(I32, 32)}, {})
     assert not p.exists()
 
 
